@@ -1,0 +1,1 @@
+"""longseq.apps: domain applications (genomics, vision, audio, time series), one subpackage each."""
