@@ -1,4 +1,4 @@
-"""The ``longseq`` command: ``longseq info`` and ``longseq data list|verify|download``."""
+"""The ``longseq`` command: ``longseq info``, ``longseq demo`` and ``longseq data list|verify|download``."""
 
 from __future__ import annotations
 
@@ -9,12 +9,13 @@ from collections.abc import Sequence
 
 def build_parser() -> argparse.ArgumentParser:
     """Return the top-level argument parser with every subcommand registered."""
-    from longseq.core import info
+    from longseq.core import demo, info
     from longseq.core.data import cli as data_cli
 
     parser = argparse.ArgumentParser(prog="longseq", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
     info.add_parser(sub)
+    demo.add_parser(sub)
     data_cli.add_parser(sub)
     return parser
 

@@ -1,0 +1,62 @@
+# longseq developer commands. Every target reuses .venv and reinstalls only when the
+# dependency files change (the stamp file below), so running them twice is cheap.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.longseq-installed
+LOCK := requirements/lock.txt
+# Kernels run compiled on an NVIDIA GPU and in Triton's CPU interpreter elsewhere.
+TRITON_INTERPRET ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo 0 || echo 1)
+export TRITON_INTERPRET
+PYTEST_ARGS ?=
+# gpu-test and bench run on the device machine, which has torch/triton but no network: they use the
+# venv when there is one and the system python3 otherwise (see CONTRIBUTING.md, "GPU runs").
+PY ?= $(if $(wildcard $(BIN)/python),$(BIN)/python,python3)
+
+.PHONY: install demo test lint format gpu-test bench lock clean data-verify
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml setup.py $(LOCK)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -c $(LOCK) "setuptools>=69,<82" wheel
+	$(BIN)/python -m pip install -q -c $(LOCK) --no-build-isolation -e ".[dev]"
+	@touch $(STAMP)
+
+demo: install
+	$(BIN)/longseq demo
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+test: lint
+	$(BIN)/python -m pytest -n 2 --durations=15 -m "not gpu" $(PYTEST_ARGS)
+
+# On the device machine (an H100/H200): the `gpu` tests plus the kernel grid compiled for CUDA.
+gpu-test:
+	TRITON_INTERPRET=0 $(PY) -m pytest --durations=15 tests/kernels $(PYTEST_ARGS)
+	TRITON_INTERPRET=0 $(PY) -m pytest --durations=15 tests -m gpu --ignore=tests/kernels $(PYTEST_ARGS) \
+		|| [ $$? -eq 5 ]
+
+# Benchmarks on the device machine; writes benchmarks/results/<topic>-<device>.{json,md,png}.
+BENCH ?= rmsnorm
+bench:
+	TRITON_INTERPRET=0 $(PY) -m benchmarks.run $(BENCH)
+
+data-verify: install
+	$(BIN)/longseq data verify
+
+format: install
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+# Regenerate the universal lock after editing dependencies in pyproject.toml (needs uv).
+lock:
+	$(PYTHON) -m pip install -q uv
+	$(PYTHON) -m uv pip compile pyproject.toml requirements/build.in --extra dev --universal \
+		--python-version 3.10 -o $(LOCK)
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache .ruff_cache
