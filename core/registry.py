@@ -76,12 +76,21 @@ def list_models(pattern: str = "*") -> list[str]:
     return sorted(n for n in _MODELS if fnmatch.fnmatch(n, pattern))
 
 
-#: Modules whose import registers built-in mixers and models; filled in as they land.
-BUILTIN_MODULES: tuple[str, ...] = ()
+#: Modules whose import registers the built-in mixers and models. A module that is not part of this
+#: install (an optional app) is skipped; one that exists but fails to import raises.
+BUILTIN_MODULES: tuple[str, ...] = (
+    "longseq.core.attention.layer",
+    "longseq.core.mixers.mamba",
+    "longseq.core.mixers.mamba2",
+    "longseq.core.mixers.hyena",
+    "longseq.core.models",
+)
 
 
 def _import_builtins() -> None:
     import importlib
+    import importlib.util
 
     for mod in BUILTIN_MODULES:
-        importlib.import_module(mod)
+        if importlib.util.find_spec(mod) is not None:
+            importlib.import_module(mod)
