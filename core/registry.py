@@ -92,5 +92,9 @@ def _import_builtins() -> None:
     import importlib.util
 
     for mod in BUILTIN_MODULES:
-        if importlib.util.find_spec(mod) is not None:
+        try:
+            present = importlib.util.find_spec(mod) is not None
+        except ModuleNotFoundError:  # its parent package is not in this install
+            present = False
+        if present:
             importlib.import_module(mod)
