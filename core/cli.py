@@ -24,7 +24,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``longseq`` console script; returns the process exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except BrokenPipeError:  # `longseq data list | head`: the reader left; not an error
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":
