@@ -21,6 +21,8 @@ from typing import Any, TypeVar
 
 from torch import nn
 
+__all__ = ["create_mixer", "create_model", "list_mixers", "list_models", "register_mixer", "register_model"]
+
 T = TypeVar("T", bound=Callable[..., Any])
 
 _MIXERS: dict[str, Callable[..., nn.Module]] = {}

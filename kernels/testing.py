@@ -11,6 +11,8 @@ import torch
 
 from longseq.kernels._common import interpreting
 
+__all__ = ["EPSILON", "assert_close", "empty_poisoned", "kernel_device", "max_abs_error", "poison"]
+
 #: The absolute floor added to the bound, relative to max(1, max|ref|), per dtype of the kernel output.
 EPSILON = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 8e-3, torch.float64: 1e-10}
 
