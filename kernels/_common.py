@@ -5,6 +5,7 @@ Kernels import only torch and triton (the dependency rule), so these helpers do 
 
 from __future__ import annotations
 
+import functools
 import os
 from collections.abc import Iterable
 
@@ -27,8 +28,13 @@ def use_triton(t: torch.Tensor) -> bool:
 def num_programs_hint(device: torch.device) -> int:
     """A persistent-grid size: twice the SM count on CUDA, a handful under the interpreter."""
     if device.type == "cuda":
-        return 2 * torch.cuda.get_device_properties(device).multi_processor_count
+        return 2 * _sm_count(device.index if device.index is not None else torch.cuda.current_device())
     return 4
+
+
+@functools.cache
+def _sm_count(index: int) -> int:
+    return torch.cuda.get_device_properties(index).multi_processor_count
 
 
 def check_dtype(name: str, t: torch.Tensor, allowed: Iterable[torch.dtype] = FLOAT_DTYPES) -> None:
