@@ -11,7 +11,7 @@ import torch
 
 from longseq.kernels._common import interpreting
 
-__all__ = ["EPSILON", "assert_close", "empty_poisoned", "kernel_device", "max_abs_error", "poison"]
+__all__ = ["EPSILON", "assert_close", "compile_backend", "empty_poisoned", "kernel_device", "max_abs_error", "poison"]
 
 #: The absolute floor added to the bound, relative to max(1, max|ref|), per dtype of the kernel output.
 EPSILON = {torch.float32: 1e-5, torch.float16: 1e-3, torch.bfloat16: 8e-3, torch.float64: 1e-10}
@@ -24,6 +24,16 @@ def kernel_device() -> torch.device:
     if torch.cuda.is_available():
         return torch.device("cuda")
     raise RuntimeError("kernel tests need CUDA or TRITON_INTERPRET=1 (set by tests/conftest.py on CPU)")
+
+
+def compile_backend() -> str:
+    """``torch.compile`` backend for tests: ``inductor`` on a GPU; ``aot_eager`` on CPU.
+
+    ``aot_eager`` still traces with dynamo (``fullgraph=True`` catches graph breaks) and runs the
+    custom ops' fake implementations and registered autograd through AOTAutograd, which is what the
+    tests check; it skips inductor's C++ code generation, which costs about a minute on 2 CPU cores.
+    """
+    return "aot_eager" if kernel_device().type == "cpu" else "inductor"
 
 
 def poison(t: torch.Tensor) -> torch.Tensor:

@@ -11,6 +11,7 @@ PUBLIC_API = {
     "longseq.kernels.testing": [
         "EPSILON",
         "assert_close",
+        "compile_backend",
         "empty_poisoned",
         "kernel_device",
         "max_abs_error",

@@ -7,7 +7,7 @@ import torch
 
 from longseq.kernels._common import interpreting
 from longseq.kernels.rmsnorm import rms_norm, rms_norm_ref
-from longseq.kernels.testing import assert_close
+from longseq.kernels.testing import assert_close, compile_backend
 
 # Interpreter runs stay small; the GPU grid adds wide rows and many of them.
 CPU_SHAPES = [(1, 1), (3, 7), (17, 64), (33, 113), (2, 5, 96), (64, 1000)]
@@ -144,7 +144,7 @@ def test_rmsnorm_torch_compile_fullgraph(device):
     def f(a, b):
         return (rms_norm(a, b) * 2).sum()
 
-    compiled = torch.compile(f, fullgraph=True)
+    compiled = torch.compile(f, fullgraph=True, backend=compile_backend())
     out = compiled(x, w)
     gx, gw = torch.autograd.grad(out, (x, w))
     ex, ew = x.detach().requires_grad_(), w.detach().requires_grad_()
