@@ -1,0 +1,80 @@
+"""Collate functions for the genomics datasets: pad to the batch maximum, or pack (varlen).
+
+Both take the items of :mod:`longseq.apps.genomics.datasets`: ``{"input_ids": (L_i,) long}`` and
+optionally ``"labels"`` (a per-sequence class index); either every item has labels or none has.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from longseq.apps.genomics.tokenizer import DNATokenizer
+from longseq.core.packing import PackedBatch, position_ids_from_cu_seqlens
+
+__all__ = ["PackCollate", "PadCollate"]
+
+
+def _split(items: Sequence[Mapping[str, torch.Tensor]]) -> tuple[list[torch.Tensor], torch.Tensor | None]:
+    """The 1-D ``input_ids`` of every item and the stacked labels ``(B,)`` (or None), validated."""
+    if len(items) == 0:
+        raise ValueError("cannot collate an empty list of items")
+    ids, labels = [], []
+    for i, item in enumerate(items):
+        if "input_ids" not in item:
+            raise KeyError(f"item {i} has no 'input_ids'; keys: {sorted(item)}")
+        x = item["input_ids"]
+        if x.dim() != 1 or x.numel() == 0:
+            raise ValueError(f"item {i}: input_ids must be 1-D and non-empty, got shape {tuple(x.shape)}")
+        ids.append(x)
+        if "labels" in item:
+            labels.append(torch.as_tensor(item["labels"]))
+    if labels and len(labels) != len(items):
+        raise ValueError(f"{len(labels)} of {len(items)} items have 'labels'; expected all or none")
+    return ids, (torch.stack(labels) if labels else None)
+
+
+@dataclass
+class PadCollate:
+    """Pad ``input_ids`` to the longest item (or a multiple of ``pad_to_multiple_of``) with ``pad_id``.
+
+    Returns ``{"input_ids": (B, L) long, "attention_mask": (B, L) bool, "lengths": (B,) long}`` plus
+    ``"labels": (B,)`` when the items have labels.
+    """
+
+    pad_id: int = DNATokenizer.pad_id
+    pad_to_multiple_of: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.pad_to_multiple_of is not None and self.pad_to_multiple_of < 1:
+            raise ValueError(f"pad_to_multiple_of must be >= 1 or None, got {self.pad_to_multiple_of}")
+
+    def __call__(self, items: Sequence[Mapping[str, torch.Tensor]]) -> dict[str, torch.Tensor]:
+        ids, labels = _split(items)
+        lengths = torch.tensor([x.numel() for x in ids])  # (B,)
+        width = int(lengths.max())
+        if self.pad_to_multiple_of:
+            width = -(-width // self.pad_to_multiple_of) * self.pad_to_multiple_of
+        out = torch.full((len(ids), width), self.pad_id, dtype=torch.long)  # (B, L)
+        mask = torch.arange(width) < lengths[:, None]  # (B, L)
+        out[mask] = torch.cat(ids).long()
+        batch = {"input_ids": out, "attention_mask": mask, "lengths": lengths}
+        if labels is not None:
+            batch["labels"] = labels
+        return batch
+
+
+@dataclass
+class PackCollate:
+    """Concatenate ``input_ids`` into one :class:`~longseq.core.packing.PackedBatch`: ``x`` ``(T,)`` long,
+    ``cu_seqlens`` int32 ``(B+1,)``, ``position_ids`` restarting at 0, ``labels`` ``(B,)`` when present."""
+
+    def __call__(self, items: Sequence[Mapping[str, torch.Tensor]]) -> PackedBatch:
+        ids, labels = _split(items)
+        lengths = torch.tensor([x.numel() for x in ids], dtype=torch.int32)  # (B,)
+        cu_seqlens = torch.nn.functional.pad(torch.cumsum(lengths, 0, dtype=torch.int32), (1, 0))  # (B+1,)
+        x = torch.cat(ids).long()  # (T,)
+        position_ids = position_ids_from_cu_seqlens(cu_seqlens, x.numel())
+        return PackedBatch(x, cu_seqlens, int(lengths.max()), position_ids, labels)
