@@ -1,4 +1,4 @@
-"""``longseq info``: versions, accelerator availability and which kernels can run here."""
+"""``longseq info``: versions, accelerator availability, which kernels and attention backends run here."""
 
 from __future__ import annotations
 
@@ -83,6 +83,9 @@ def report() -> str:
     lines += [f"  {k:12s} {v}" for k, v in accelerator().items()]
     lines += ["", "kernels:"]
     lines += [f"  {k:12s} {v}" for k, v in kernels().items()]
+    from longseq.core.attention import format_support_matrix
+
+    lines += ["", "attention backends (feature support on this machine):", format_support_matrix()]
     return "\n".join(lines)
 
 
