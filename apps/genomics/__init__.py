@@ -11,12 +11,12 @@ Data layer (this package so far):
 * :mod:`~longseq.apps.genomics.datasets`: :class:`GenomeWindowDataset` (causal-LM windows, train/val by
   region) and :class:`SequenceClassificationDataset` (FASTA per class, CSV, FASTA + label table);
 * :mod:`~longseq.apps.genomics.splits`: :func:`kfold_splits` (stratified k-fold);
-* :mod:`~longseq.apps.genomics.collate`: :class:`PadCollate`, :class:`PackCollate`;
+* :mod:`~longseq.apps.genomics.collate`: :class:`PadCollate` (packed batches: ``longseq.core.packing.PackedCollate``);
 * :mod:`~longseq.apps.genomics.sources`: the shared datasets (E. coli K-12, iEnhancer, human_nontata_promoters).
 """
 
 from longseq.apps.genomics.alphabet import SequenceError, SequenceWarning, normalize_sequence, reverse_complement
-from longseq.apps.genomics.collate import PackCollate, PadCollate
+from longseq.apps.genomics.collate import PadCollate
 from longseq.apps.genomics.datasets import GenomeWindowDataset, SequenceClassificationDataset, Window
 from longseq.apps.genomics.fasta import ReadReport, ReadResult, SequenceRecord, read_fasta, read_fastq, read_sequences
 from longseq.apps.genomics.sources import load_ecoli_k12, load_human_nontata_promoters, load_ienhancer
@@ -27,7 +27,6 @@ from longseq.apps.genomics.tokenizer import DNATokenizer
 __all__ = [
     "DNATokenizer",
     "GenomeWindowDataset",
-    "PackCollate",
     "PadCollate",
     "ReadReport",
     "ReadResult",

@@ -12,9 +12,8 @@ from dataclasses import dataclass
 import torch
 
 from longseq.apps.genomics.tokenizer import DNATokenizer
-from longseq.core.packing import PackedBatch, position_ids_from_cu_seqlens
 
-__all__ = ["PackCollate", "PadCollate"]
+__all__ = ["PadCollate"]
 
 
 def _split(items: Sequence[Mapping[str, torch.Tensor]]) -> tuple[list[torch.Tensor], torch.Tensor | None]:
@@ -64,17 +63,3 @@ class PadCollate:
         if labels is not None:
             batch["labels"] = labels
         return batch
-
-
-@dataclass
-class PackCollate:
-    """Concatenate ``input_ids`` into one :class:`~longseq.core.packing.PackedBatch`: ``x`` ``(T,)`` long,
-    ``cu_seqlens`` int32 ``(B+1,)``, ``position_ids`` restarting at 0, ``labels`` ``(B,)`` when present."""
-
-    def __call__(self, items: Sequence[Mapping[str, torch.Tensor]]) -> PackedBatch:
-        ids, labels = _split(items)
-        lengths = torch.tensor([x.numel() for x in ids], dtype=torch.int32)  # (B,)
-        cu_seqlens = torch.nn.functional.pad(torch.cumsum(lengths, 0, dtype=torch.int32), (1, 0))  # (B+1,)
-        x = torch.cat(ids).long()  # (T,)
-        position_ids = position_ids_from_cu_seqlens(cu_seqlens, x.numel())
-        return PackedBatch(x, cu_seqlens, int(lengths.max()), position_ids, labels)

@@ -107,7 +107,7 @@ register_dataset(
 register_dataset(
     Dataset(
         name="exchange_rate",
-        description="Daily exchange rates of 8 countries, 1990-2010: 7,587 rows (LSTNet/Autoformer version)",
+        description="Daily exchange rates of 8 countries, 1990-2010: 7,588 rows (the manifest says 7,587; the file has 7,588 data rows + header) (LSTNet/Autoformer version)",
         license="not stated (origin: laiguokun/multivariate-time-series-data, LSTNet)",
         files=(
             DataFile(

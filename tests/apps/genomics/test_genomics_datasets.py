@@ -13,7 +13,6 @@ from torch.utils.data import DataLoader
 from longseq.apps.genomics import (
     DNATokenizer,
     GenomeWindowDataset,
-    PackCollate,
     PadCollate,
     SequenceClassificationDataset,
     SequenceError,
@@ -23,7 +22,7 @@ from longseq.apps.genomics import (
     kfold_splits,
     reverse_complement,
 )
-from longseq.core.packing import PackedBatch
+from longseq.core.packing import PackedBatch, PackedCollate
 
 TOK = DNATokenizer()
 
@@ -196,7 +195,7 @@ def test_dataloader_workers_see_the_same_epoch_draws():
     ds = GenomeWindowDataset(records, 12, num_windows=16, rc_prob=0.5, seed=7)
     ds.set_epoch(3)
     expected = torch.stack([ds[i]["input_ids"] for i in range(len(ds))])
-    loader = DataLoader(ds, batch_size=4, num_workers=2, collate_fn=PackCollate())
+    loader = DataLoader(ds, batch_size=4, num_workers=2, collate_fn=PackedCollate())
     got = torch.cat([batch.x for batch in loader]).view(16, 13)
     assert torch.equal(got, expected)
 
@@ -424,7 +423,7 @@ def test_pad_collate(multiple):
 
 
 def test_pack_collate_matches_padding():
-    packed = PackCollate()(items())
+    packed = PackedCollate()(items())
     assert isinstance(packed, PackedBatch)
     assert packed.cu_seqlens.tolist() == [0, 5, 7, 12] and packed.cu_seqlens.dtype == torch.int32
     assert packed.max_seqlen == 5
@@ -432,13 +431,13 @@ def test_pack_collate_matches_padding():
     assert packed.labels.tolist() == [0, 1, 0]
     padded = PadCollate()(items())
     assert torch.equal(packed.x, padded["input_ids"][padded["attention_mask"]])
-    assert PackCollate()(items(with_labels=False)).labels is None
+    assert PackedCollate()(items(with_labels=False)).labels is None
 
 
 def test_collate_errors():
     mixed = items()
     del mixed[1]["labels"]
-    for collate in (PadCollate(), PackCollate()):
+    for collate in (PadCollate(),):
         with pytest.raises(ValueError, match="2 of 3 items have 'labels'"):
             collate(mixed)
         with pytest.raises(ValueError, match="empty list"):
@@ -449,3 +448,5 @@ def test_collate_errors():
             collate([{"input_ids": torch.zeros(2, 2, dtype=torch.long)}])
     with pytest.raises(ValueError, match="pad_to_multiple_of must be >= 1"):
         PadCollate(pad_to_multiple_of=0)
+    with pytest.raises(KeyError, match="no input key 'input_ids'"):
+        PackedCollate()([{"ids": torch.zeros(3)}])
