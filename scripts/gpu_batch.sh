@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# The whole GPU batch (tests + benchmarks), one job per GPU in parallel, for a machine lent for a
+# few minutes. Each job writes OUT/<job>.log; benchmark results go to OUT/results and are packed
+# into OUT/results.tgz. Jobs on different GPUs are independent: every benchmark measures its
+# baselines on its own GPU in the same process, so its ratios stand alone.
+#   bash scripts/gpu_batch.sh OUT [JOB ...]     (jobs: see the table below; default: all)
+set -u
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+# shellcheck source=/dev/null
+source scripts/device_env.sh
+out=${1:?usage: gpu_batch.sh OUT [JOB ...]}; shift
+mkdir -p "$out/results"
+export TRITON_INTERPRET=0 PYTHONUNBUFFERED=1 LONGSEQ_BENCH_OUT="$out/results"
+PYTEST="python3 -m pytest -q -p no:cacheprovider --durations=10"
+declare -A JOBS=(
+  [flash_tests]="$PYTEST tests/kernels/test_flash_attn.py tests/kernels/test_flash_attn_gpu.py"
+  [kernel_tests]="$PYTEST tests/kernels --ignore=tests/kernels/test_flash_attn.py --ignore=tests/kernels/test_flash_attn_gpu.py; $PYTEST tests/core -m gpu"
+  [bench_attn]="python3 -m benchmarks.run flash_attn attention"
+  [bench_ssm]="python3 -m benchmarks.run mamba fftconv"
+)
+selected=("$@")
+[ ${#selected[@]} -eq 0 ] && selected=(flash_tests kernel_tests bench_attn bench_ssm)
+ngpu=$(nvidia-smi -L | wc -l)
+echo "GPUs: $ngpu; jobs: ${selected[*]}"
+i=0
+pids=()
+for job in "${selected[@]}"; do
+  gpu=$((i % ngpu))
+  # Jobs sharing a GPU run one after another on it: chain them through a per-GPU lock.
+  ( flock 9; CUDA_VISIBLE_DEVICES=$gpu timeout "${JOB_TIMEOUT:-560}" bash -c "${JOBS[$job]}" >"$out/$job.log" 2>&1
+    echo "exit $? (gpu $gpu)" >>"$out/$job.log" ) 9>"/tmp/gpu$gpu.lock" &
+  pids+=($!)
+  i=$((i + 1))
+done
+wait "${pids[@]}"
+for job in "${selected[@]}"; do echo "== $job: $(tail -n 3 "$out/$job.log" | tr '\n' ' ')"; done
+tar -czf "$out/results.tgz" -C "$out" results && rm -rf "$out/results"
