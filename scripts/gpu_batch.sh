@@ -16,6 +16,10 @@ PYTEST="python3 -m pytest -q -p no:cacheprovider --durations=10"
 declare -A JOBS=(
   [flash_tests]="$PYTEST tests/kernels/test_flash_attn.py tests/kernels/test_flash_attn_gpu.py"
   [kernel_tests]="$PYTEST tests/kernels --ignore=tests/kernels/test_flash_attn.py --ignore=tests/kernels/test_flash_attn_gpu.py; $PYTEST tests/core -m gpu"
+  [scan_tests]="$PYTEST -v tests/kernels/test_selective_scan.py; $PYTEST -v tests/core -m gpu"
+  [ssd_tests]="$PYTEST -v tests/kernels/test_ssd.py"
+  [conv_tests]="$PYTEST -v tests/kernels/test_causal_conv1d.py tests/kernels/test_fftconv.py tests/kernels/test_rmsnorm.py"
+  [bench_mamba]="python3 -m benchmarks.run mamba"
   [bench_attn]="python3 -m benchmarks.run flash_attn attention"
   [bench_ssm]="python3 -m benchmarks.run mamba fftconv"
 )
