@@ -21,6 +21,7 @@ declare -A JOBS=(
   [conv_tests]="$PYTEST -v tests/kernels/test_causal_conv1d.py tests/kernels/test_fftconv.py tests/kernels/test_rmsnorm.py"
   [bench_mamba]="python3 -m benchmarks.run mamba"
   [bench_attn]="python3 -m benchmarks.run flash_attn attention"
+  [bench_flash]="python3 -m benchmarks.run flash_attn"
   [bench_ssm]="python3 -m benchmarks.run mamba fftconv"
 )
 selected=("$@")
@@ -31,8 +32,9 @@ i=0
 pids=()
 for job in "${selected[@]}"; do
   gpu=$((i % ngpu))
+  t_var="JOB_TIMEOUT_$job"; t=${!t_var:-${JOB_TIMEOUT:-560}}  # per-job limit, e.g. JOB_TIMEOUT_bench_flash=300
   # Jobs sharing a GPU run one after another on it: chain them through a per-GPU lock.
-  ( flock 9; CUDA_VISIBLE_DEVICES=$gpu timeout "${JOB_TIMEOUT:-560}" bash -c "${JOBS[$job]}" >"$out/$job.log" 2>&1
+  ( flock 9; CUDA_VISIBLE_DEVICES=$gpu timeout "$t" bash -c "${JOBS[$job]}" >"$out/$job.log" 2>&1
     echo "exit $? (gpu $gpu)" >>"$out/$job.log" ) 9>"/tmp/gpu$gpu.lock" &
   pids+=($!)
   i=$((i + 1))
