@@ -12,7 +12,7 @@ source scripts/device_env.sh
 out=${1:?usage: gpu_batch.sh OUT [JOB ...]}; shift
 mkdir -p "$out/results"
 export TRITON_INTERPRET=0 PYTHONUNBUFFERED=1 LONGSEQ_BENCH_OUT="$out/results"
-PYTEST="python3 -m pytest -q -p no:cacheprovider --durations=10"
+PYTEST="python3 -m pytest -rfE -p no:cacheprovider --durations=10"  # -rfE: failures are named even in a cut-off log
 declare -A JOBS=(
   [flash_tests]="$PYTEST tests/kernels/test_flash_attn.py tests/kernels/test_flash_attn_gpu.py"
   [kernel_tests]="$PYTEST tests/kernels --ignore=tests/kernels/test_flash_attn.py --ignore=tests/kernels/test_flash_attn_gpu.py; $PYTEST tests/core -m gpu"
