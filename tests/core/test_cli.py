@@ -25,3 +25,12 @@ def test_demo_runs_and_passes(capsys, shared_data_root):
     assert main(["demo", "--root", str(shared_data_root), "--steps", "10"]) == 0
     out = capsys.readouterr().out
     assert "OK" in out and "loss" in out
+
+
+@pytest.mark.slow
+def test_demo_without_any_data_root(capsys, monkeypatch, tmp_path):
+    """A fresh machine: no $LONGSEQ_DATA and no ~/.cache/longseq. The demo still passes and says how to get data."""
+    monkeypatch.delenv("LONGSEQ_DATA", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    assert main(["demo", "--steps", "5"]) == 0
+    assert "longseq data download" in capsys.readouterr().out
