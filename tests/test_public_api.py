@@ -44,6 +44,17 @@ PUBLIC_API = {
         "register_model",
     ],
     "longseq.core.mixers": ["MixerProtocol"],
+    "longseq.core.reduction": [
+        "Merge",
+        "ReductionOutput",
+        "TokenMerging",
+        "bipartite_soft_matching",
+        "compose_merge_maps",
+        "merge_wavg",
+        "proportional_attention_bias",
+        "proportional_attention_score_mod",
+        "unmerge",
+    ],
     "longseq.kernels.flash_attn": [
         "attention_ref",
         "flash_attn_func",

@@ -1,0 +1,195 @@
+"""Token merging (ToMe, Bolya et al. 2023): bipartite soft matching, size tracking, proportional attention.
+
+Follows facebookresearch/ToMe ``tome/merge.py`` on the non-prefix tokens: they alternate into sets
+``a`` (even positions) and ``b`` (odd positions); every ``a`` token finds its most cosine-similar ``b``
+token, and the ``r`` ``a`` tokens with the highest similarity merge into their match by a size-weighted
+average. Prefix tokens (CLS, registers) are never merged and stay first. The output order is
+``[prefix, unmerged a (input order), b (input order)]``. Padded ``(B, L, D)`` input only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from longseq.core.attention.base import ScoreMod
+from longseq.core.reduction.base import ReductionOutput
+
+
+@dataclass
+class Merge:
+    """A merge found by :func:`bipartite_soft_matching`; call it on any ``(B, L, D)`` tensor.
+
+    Attributes:
+        merge_map: int64 ``(B, L)``, the output index of every input token.
+        out_len: ``L'``, the number of output tokens.
+    """
+
+    merge_map: torch.Tensor
+    out_len: int
+
+    def __call__(self, x: torch.Tensor, mode: str = "sum") -> torch.Tensor:
+        """Reduce ``x`` ``(B, L, D)`` to ``(B, L', D)`` by ``"sum"`` or ``"mean"`` over each merged group."""
+        B, L = self.merge_map.shape
+        if x.dim() != 3 or tuple(x.shape[:2]) != (B, L):
+            raise ValueError(f"x must be (B={B}, L={L}, D), got shape {tuple(x.shape)}")
+        if mode not in ("sum", "mean"):
+            raise ValueError(f"mode must be 'sum' or 'mean', got {mode!r}")
+        # (B, L) -> (B, L, D); (B, L, D) -> (B, L', D)
+        index = self.merge_map.unsqueeze(-1).expand(-1, -1, x.shape[-1])
+        out = x.new_zeros(B, self.out_len, x.shape[-1]).scatter_add(1, index, x)
+        if mode == "mean":
+            count = x.new_zeros(B, self.out_len, 1).scatter_add(1, self.merge_map.unsqueeze(-1), x.new_ones(B, L, 1))
+            out = out / count
+        return out
+
+
+def _check_prefix(num_prefix_tokens: int, L: int) -> None:
+    if not 0 <= num_prefix_tokens < L:
+        raise ValueError(f"num_prefix_tokens must be in [0, L={L}), got {num_prefix_tokens}")
+
+
+def bipartite_soft_matching(metric: torch.Tensor, r: int, num_prefix_tokens: int = 1) -> Merge:
+    """Find ToMe's bipartite merge of ``r`` tokens from the similarity ``metric``.
+
+    Args:
+        metric: ``(B, L, C)`` features compared by cosine similarity (keys in ToMe); no gradient flows
+            through the matching.
+        r: tokens to remove, ``>= 0``; clipped to ``(L - num_prefix_tokens) // 2`` so at most half of the
+            non-prefix tokens merge.
+        num_prefix_tokens: leading tokens that are never merged, in ``[0, L)``.
+
+    Returns:
+        A :class:`Merge` with ``out_len = L - r`` (after clipping).
+    """
+    if metric.dim() != 3:
+        raise ValueError(f"metric must be (B, L, C), got shape {tuple(metric.shape)}")
+    if r < 0:
+        raise ValueError(f"r must be >= 0, got {r}")
+    B, L, _ = metric.shape
+    _check_prefix(num_prefix_tokens, L)
+    P = num_prefix_tokens
+    n_a, n_b = (L - P + 1) // 2, (L - P) // 2
+    r = min(r, (L - P) // 2)
+    device = metric.device
+    arange_b = torch.arange(n_b, device=device)
+    with torch.no_grad():
+        m = metric.float()
+        m = m / m.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+        a, b = m[:, P::2], m[:, P + 1 :: 2]  # (B, n_a, C), (B, n_b, C)
+        if r > 0:
+            scores = a @ b.transpose(-1, -2)  # (B, n_a, n_b)
+            node_max, node_idx = scores.max(dim=-1)  # (B, n_a)
+            order = node_max.argsort(dim=-1, descending=True, stable=True)  # (B, n_a)
+            src_idx = order[:, :r]  # (B, r) a tokens that merge
+            unm_idx = order[:, r:].sort(dim=-1).values  # (B, n_a - r) a tokens kept, in input order
+            dst_idx = node_idx.gather(1, src_idx)  # (B, r) their b matches
+        else:
+            src_idx = dst_idx = torch.empty(B, 0, dtype=torch.long, device=device)
+            unm_idx = torch.arange(n_a, device=device).expand(B, -1)
+        n_unm = n_a - r
+        target_a = torch.empty(B, n_a, dtype=torch.long, device=device)
+        target_a.scatter_(1, unm_idx, (P + torch.arange(n_unm, device=device)).expand(B, -1).contiguous())
+        target_a.scatter_(1, src_idx, P + n_unm + dst_idx)
+        merge_map = torch.empty(B, L, dtype=torch.long, device=device)
+        merge_map[:, :P] = torch.arange(P, device=device)
+        merge_map[:, P::2] = target_a
+        merge_map[:, P + 1 :: 2] = P + n_unm + arange_b
+    return Merge(merge_map=merge_map, out_len=L - r)
+
+
+def merge_wavg(merge: Merge, x: torch.Tensor, sizes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Merge ``x`` by the size-weighted average and add up the sizes.
+
+    Args:
+        merge: from :func:`bipartite_soft_matching`.
+        x: ``(B, L, D)``.
+        sizes: ``(B, L, 1)`` positive floating token sizes; ``None`` means all ones.
+
+    Returns:
+        ``(x', sizes')`` shaped ``(B, L', D)`` in ``x``'s dtype and ``(B, L', 1)`` in at least fp32. The
+        weighted sums run in at least fp32, so low-precision inputs and sizes past 256 (not exact in bf16)
+        lose nothing beyond the final rounding of ``x'``.
+    """
+    acc = torch.promote_types(x.dtype, torch.float32)
+    if sizes is None:
+        sizes = torch.ones(*x.shape[:2], 1, dtype=acc, device=x.device)
+    elif tuple(sizes.shape) != (*x.shape[:2], 1) or not sizes.is_floating_point():
+        raise ValueError(
+            f"sizes must be floating (B, L, 1) = {(*x.shape[:2], 1)}, got {sizes.dtype} {tuple(sizes.shape)}"
+        )
+    sizes = sizes.to(torch.promote_types(sizes.dtype, acc))
+    out = merge(x.to(acc) * sizes, mode="sum")  # (B, L', D)
+    sizes = merge(sizes, mode="sum")  # (B, L', 1)
+    return (out / sizes).to(x.dtype), sizes
+
+
+def proportional_attention_bias(sizes: torch.Tensor) -> torch.Tensor:
+    """The additive attention bias ``log(size)`` per key, so a merged key counts as its original copies.
+
+    Args:
+        sizes: ``(B, L', 1)`` token sizes.
+
+    Returns:
+        ``(B, 1, 1, L')`` fp32 bias for ``attention(..., bias=...)`` (broadcasts over heads and queries).
+    """
+    if sizes.dim() != 3 or sizes.shape[-1] != 1:
+        raise ValueError(f"sizes must be (B, L', 1), got shape {tuple(sizes.shape)}")
+    return sizes.float().log()[:, None, None, :, 0]
+
+
+def proportional_attention_score_mod(sizes: torch.Tensor) -> ScoreMod:
+    """Proportional attention as a FlexAttention-style ``score_mod`` (for the ``flex`` and ``math`` backends).
+
+    Args:
+        sizes: ``(B, L', 1)`` token sizes; ``kv_idx`` indexes its second axis.
+    """
+    log_sizes = proportional_attention_bias(sizes)[:, 0, 0, :]  # (B, L')
+
+    def score_mod(score, b, h, q_idx, kv_idx):
+        return score + log_sizes[b, kv_idx].to(score.dtype)
+
+    return score_mod
+
+
+class TokenMerging(nn.Module):
+    """One ToMe step: merge ``r`` tokens by bipartite soft matching and track their sizes.
+
+    Args:
+        r: tokens removed per call, ``>= 0`` (clipped to half the non-prefix tokens).
+        num_prefix_tokens: leading tokens (CLS, registers) that are never merged.
+    """
+
+    def __init__(self, r: int, num_prefix_tokens: int = 1) -> None:
+        super().__init__()
+        if r < 0:
+            raise ValueError(f"r must be >= 0, got {r}")
+        if num_prefix_tokens < 0:
+            raise ValueError(f"num_prefix_tokens must be >= 0, got {num_prefix_tokens}")
+        self.r = r
+        self.num_prefix_tokens = num_prefix_tokens
+
+    def extra_repr(self) -> str:
+        return f"r={self.r}, num_prefix_tokens={self.num_prefix_tokens}"
+
+    def forward(
+        self, x: torch.Tensor, *, sizes: torch.Tensor | None = None, metric: torch.Tensor | None = None
+    ) -> ReductionOutput:
+        """Merge ``x`` ``(B, L, D)`` into ``(B, L - r, D)``.
+
+        Args:
+            x: ``(B, L, D)`` padded tokens, prefix tokens first.
+            sizes: ``(B, L, 1)`` sizes from earlier merges; ``None`` means all ones.
+            metric: ``(B, L, C)`` similarity features (e.g. attention keys); defaults to ``x``.
+        """
+        if x.dim() != 3:
+            raise ValueError(f"x must be padded (B, L, D), got shape {tuple(x.shape)}")
+        if metric is None:
+            metric = x
+        elif metric.dim() != 3 or metric.shape[:2] != x.shape[:2]:
+            raise ValueError(f"metric must be (B, L, C) with (B, L) = {tuple(x.shape[:2])}, got {tuple(metric.shape)}")
+        merge = bipartite_soft_matching(metric, self.r, self.num_prefix_tokens)
+        x, sizes = merge_wavg(merge, x, sizes)
+        return ReductionOutput(x=x, sizes=sizes, merge_map=merge.merge_map)
