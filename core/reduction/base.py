@@ -16,14 +16,15 @@ class ReductionOutput:
         sizes: ``(B, L', 1)`` float, how many original tokens each output token stands for; a row sums to
             the input's total size (``L`` when the input sizes were all one).
         merge_map: int64 ``(B, L)``, for every input token the index of the output token it went to, so
-            ``unmerge(y, merge_map)`` (a gather) maps per-output results back to input positions.
+            ``unmerge(y, merge_map)`` (a gather) maps per-output results back to input positions; ``None``
+            for layers that drop tokens (a dropped token has no output; use ``keep_index``).
         keep_index: optional int64 ``(B, L')``, the input index each output token was taken from, for layers
             that select rather than merge; ``None`` for merging.
     """
 
     x: torch.Tensor
     sizes: torch.Tensor
-    merge_map: torch.Tensor
+    merge_map: torch.Tensor | None
     keep_index: torch.Tensor | None = None
 
 
