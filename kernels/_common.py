@@ -51,3 +51,23 @@ def check_same_device(**tensors: torch.Tensor | None) -> None:
     if len(set(present.values())) > 1:
         desc = ", ".join(f"{k} on {d}" for k, d in present.items())
         raise ValueError(f"all tensors must be on one device, got {desc}")
+
+
+def check_cu_seqlens(cu_seqlens: torch.Tensor, total: int, *, total_name: str | None = None) -> None:
+    """Raise ``ValueError`` unless ``cu_seqlens`` follows the project's varlen convention: a 1-D int32
+    ``[N+1]`` tensor starting at 0, non-decreasing, ending at ``total`` tokens.
+
+    ``total_name`` describes the total in the message (default ``"total tokens {total}"``). The one
+    check behind ``longseq.core.packing.validate_cu_seqlens`` and the kernels that take packed input.
+    """
+    if cu_seqlens.dtype != torch.int32 or cu_seqlens.dim() != 1 or cu_seqlens.numel() < 1:
+        raise ValueError(
+            f"cu_seqlens must be a 1-D int32 tensor [N+1], got dtype {cu_seqlens.dtype} shape {tuple(cu_seqlens.shape)}"
+        )
+    first, last = int(cu_seqlens[0]), int(cu_seqlens[-1])
+    if first != 0:
+        raise ValueError(f"cu_seqlens must start at 0, got {first}")
+    if last != total:
+        raise ValueError(f"cu_seqlens must end at {total_name or f'total tokens {total}'}, got {last}")
+    if cu_seqlens.numel() > 1 and bool((cu_seqlens[1:] < cu_seqlens[:-1]).any()):
+        raise ValueError(f"cu_seqlens must be non-decreasing, got {cu_seqlens.tolist()}")

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 import torch
 
 from longseq.core.attention.base import AttentionSpec, MaskMod
+from longseq.core.packing import segment_ids
 
 Offset = int | torch.Tensor  # a scalar, or one value per batch row b
 
@@ -135,10 +136,7 @@ def sliding_window_mask(left: int, right: int) -> MaskMod:
 
 def doc_ids(cu_seqlens: torch.Tensor, total: int | None = None) -> torch.Tensor:
     """Sequence index of every packed token: int32 ``[T]`` from ``cu_seqlens`` int32 ``[N+1]``."""
-    total = int(cu_seqlens[-1]) if total is None else total
-    lens = (cu_seqlens[1:] - cu_seqlens[:-1]).long()
-    ids = torch.arange(lens.numel(), device=cu_seqlens.device, dtype=torch.int32)
-    return torch.repeat_interleave(ids, lens, output_size=total)
+    return segment_ids(cu_seqlens, total).to(torch.int32)
 
 
 def document_mask(cu_seqlens_q: torch.Tensor, cu_seqlens_k: torch.Tensor | None = None) -> MaskMod:

@@ -13,6 +13,8 @@ from typing import Any
 
 import torch
 
+from longseq.kernels._common import check_cu_seqlens
+
 
 @dataclass(frozen=True)
 class PackedBatch:
@@ -103,16 +105,7 @@ class PackedBatch:
 def validate_cu_seqlens(cu_seqlens: torch.Tensor, total: int) -> None:
     """Raise ``ValueError`` unless ``cu_seqlens`` is int32 ``[N+1]``, starts at 0, is
     non-decreasing and ends at ``total`` tokens."""
-    if cu_seqlens.dtype != torch.int32 or cu_seqlens.dim() != 1 or cu_seqlens.numel() < 1:
-        raise ValueError(
-            f"cu_seqlens must be a 1-D int32 tensor [N+1], got dtype {cu_seqlens.dtype} shape {tuple(cu_seqlens.shape)}"
-        )
-    if int(cu_seqlens[0]) != 0:
-        raise ValueError(f"cu_seqlens must start at 0, got {int(cu_seqlens[0])}")
-    if int(cu_seqlens[-1]) != total:
-        raise ValueError(f"cu_seqlens must end at total tokens {total}, got {int(cu_seqlens[-1])}")
-    if cu_seqlens.numel() > 1 and bool((cu_seqlens[1:] < cu_seqlens[:-1]).any()):
-        raise ValueError(f"cu_seqlens must be non-decreasing, got {cu_seqlens.tolist()}")
+    check_cu_seqlens(cu_seqlens, total)
 
 
 def cu_seqlens_from_lengths(lengths: torch.Tensor) -> torch.Tensor:

@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import torch
 
-from longseq.kernels._common import check_dtype, check_same_device, use_triton
+from longseq.kernels._common import check_cu_seqlens, check_dtype, check_same_device, use_triton
 from longseq.kernels.fftconv import triton as _triton
 from longseq.kernels.fftconv.reference import (
     causal_conv_direct,
@@ -155,22 +155,7 @@ def _validate(
             raise TypeError(f"{name} must have x's dtype {x.dtype}, got {g.dtype}")
     check_same_device(x=x, h=h, D=D, gate=gate, pre_gate=pre_gate, cu_seqlens=cu_seqlens)
     if cu_seqlens is not None:
-        _validate_cu_seqlens(cu_seqlens, x.shape[-1])
-
-
-def _validate_cu_seqlens(cu_seqlens: torch.Tensor, total: int) -> None:
-    """The project's varlen convention (kernels cannot import ``longseq.core.packing``)."""
-    if cu_seqlens.dtype != torch.int32 or cu_seqlens.dim() != 1 or cu_seqlens.numel() == 0:
-        raise ValueError(
-            f"cu_seqlens must be a 1-D int32 tensor [N+1], got dtype {cu_seqlens.dtype} shape {_shape(cu_seqlens)}"
-        )
-    first, last = int(cu_seqlens[0]), int(cu_seqlens[-1])
-    if first != 0:
-        raise ValueError(f"cu_seqlens must start at 0, got {first}")
-    if last != total:
-        raise ValueError(f"cu_seqlens must end at the total tokens T = {total} of x, got {last}")
-    if bool((cu_seqlens[1:] < cu_seqlens[:-1]).any()):
-        raise ValueError(f"cu_seqlens must be non-decreasing, got {cu_seqlens.tolist()}")
+        check_cu_seqlens(cu_seqlens, x.shape[-1], total_name=f"the total tokens T = {x.shape[-1]} of x")
 
 
 def _packed_index(
