@@ -12,12 +12,14 @@ source scripts/device_env.sh
 out=${1:?usage: gpu_batch.sh OUT [JOB ...]}; shift
 mkdir -p "$out/results"
 export TRITON_INTERPRET=0 PYTHONUNBUFFERED=1 LONGSEQ_BENCH_OUT="$out/results"
-PYTEST="python3 -m pytest -rfE -p no:cacheprovider --durations=10"  # -rfE: failures are named even in a cut-off log
+PYTEST="python3 -m pytest --tb=short -rfE -p no:cacheprovider --durations=10"  # -rfE: failures are named even in a cut-off log
 declare -A JOBS=(
   [flash_tests]="$PYTEST tests/kernels/test_flash_attn.py tests/kernels/test_flash_attn_gpu.py"
   [kernel_tests]="$PYTEST tests/kernels --ignore=tests/kernels/test_flash_attn.py --ignore=tests/kernels/test_flash_attn_gpu.py; $PYTEST tests/core -m gpu"
   [scan_tests]="$PYTEST -v tests/kernels/test_selective_scan.py; $PYTEST -v tests/core -m gpu"
   [ssd_tests]="$PYTEST -v tests/kernels/test_ssd.py"
+  [attn_tests]="$PYTEST -v --tb=short tests/core/attention/test_attention_gpu.py"
+  [core_gpu]="$PYTEST -v --tb=short tests/core -m gpu --ignore=tests/core/attention/test_attention_gpu.py"
   [conv_tests]="$PYTEST -v tests/kernels/test_causal_conv1d.py tests/kernels/test_fftconv.py tests/kernels/test_rmsnorm.py"
   [bench_mamba]="python3 -m benchmarks.run mamba"
   [bench_attn]="python3 -m benchmarks.run flash_attn attention"

@@ -45,6 +45,23 @@ def _run_flex(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, **kwargs) -> to
         return fn(q, k, v, **kwargs)
 
 
+def _kernel_options(spec: AttentionSpec, Lq: int) -> dict | None:
+    """Inductor options for the compiled CUDA kernels (``None``: its defaults).
+
+    * Queries longer than 16 rows always take the main FlexAttention kernel: inductor's decoding kernel
+      (which it picks below 128 rows) finds no valid config for GQA groups with tens of rows (torch 2.11).
+    * A score_mod that closes over tensors (a dense bias, a learned table) needs extra shared memory for
+      their gradients; the default pipelining then asks for more than the 227 KiB of an H100 SM, so one
+      fewer stage is used forward and backward.
+    """
+    opts: dict = {}
+    if Lq > 16:
+        opts["FORCE_USE_FLEX_ATTENTION"] = True
+    if spec.bias is not None or spec.score_mod is not None:
+        opts.update(fwd_num_stages=2, bwd_num_stages=1)
+    return opts or None
+
+
 def _block_mask(mask_mod: MaskMod | None, B: int | None, H: int | None, Lq: int, Lk: int, device: torch.device):
     if mask_mod is None:
         return None
@@ -139,7 +156,17 @@ class FlexBackend(AttentionBackend):
             mask_mod, score_mod = _packed_mods(spec, Tq, Tk)
             block_mask = _block_mask(mask_mod, None, H if spec.mask_mod is not None else None, Tq, Tk, q.device)
             qh, kh, vh = (t.transpose(0, 1).unsqueeze(0) for t in (q, k, v))  # (1, H|H_kv, T, D)
-            out = _run_flex(qh, kh, vh, score_mod=score_mod, block_mask=block_mask, scale=spec.scale, enable_gqa=gqa)
+            opts = _kernel_options(spec, Tq) if q.is_cuda else None
+            out = _run_flex(
+                qh,
+                kh,
+                vh,
+                score_mod=score_mod,
+                block_mask=block_mask,
+                scale=spec.scale,
+                enable_gqa=gqa,
+                kernel_options=opts,
+            )
             return out.squeeze(0).transpose(0, 1)  # (Tq, H, D)
         B, Lq, H, _ = q.shape
         Lk = k.shape[1]
@@ -150,5 +177,15 @@ class FlexBackend(AttentionBackend):
         block_mask = _block_mask(mask_mod, B if per_bh else None, H if per_bh else None, Lq, Lk, q.device)
         score_mod = spec_score_mod(spec, q_offset)
         qh, kh, vh = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H|H_kv, L, D)
-        out = _run_flex(qh, kh, vh, score_mod=score_mod, block_mask=block_mask, scale=spec.scale, enable_gqa=gqa)
+        opts = _kernel_options(spec, Lq) if q.is_cuda else None
+        out = _run_flex(
+            qh,
+            kh,
+            vh,
+            score_mod=score_mod,
+            block_mask=block_mask,
+            scale=spec.scale,
+            enable_gqa=gqa,
+            kernel_options=opts,
+        )
         return out.transpose(1, 2)  # (B, Lq, H, D)

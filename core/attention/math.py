@@ -61,7 +61,7 @@ def _attention_padded(
     if spec.bias is not None:
         s = s + spec.bias.to(s.dtype)
     if spec.score_mod is not None:
-        s = spec.score_mod(s, b, h, q_idx, kv_idx)
+        s = spec.score_mod(s, b, h, q_idx, kv_idx).to(dtype)  # a captured fp32 table must not upcast
     mask_mod = spec_mask_mod(spec, q_offset, kv_len)
     if mask_mod is not None:
         s = s.masked_fill(~mask_mod(b, h, q_row, kv_idx), float("-inf"))

@@ -526,7 +526,11 @@ def ssd_fwd(
     dt_p, acs, s_in, final = ssd_states(x, dt, A, B, dt_bias, initial_states, seq_idx, Q, softplus, dt_limit)
     out = torch.empty(batch, L, H, P, dtype=x.dtype, device=x.device)
     y_pre = torch.empty_like(out) if z is not None else None
-    block_t, bp, bn = min(Q, 64), min(_p2(P), 64), _p2(N)
+    bp, bn = min(_p2(P), 64), _p2(N)
+    # Large states (P x N tiles of 16K elements and more) need a shorter time block and one fewer
+    # pipeline stage to stay inside the H100's 227 KiB of shared memory (fp32, P=128, N=256 asked 241 KiB).
+    big = bp * bn * x.element_size() >= 65536
+    block_t = min(Q, 32 if big else 64)
     seq, s_sb, s_sl = _seq_args(seq_idx, x)
     z_strides = z.stride() if z is not None else (0, 0, 0, 0)
     grid = (batch * H, s_in.shape[1] * (Q // block_t), triton.cdiv(P, bp))
@@ -536,7 +540,7 @@ def ssd_fwd(
         L, H, P, N, dt_p.shape[2], s_in.shape[1], H // G,
         *x.stride(), *B.stride(), *C.stride(), s_sb, s_sl, *z_strides, *_d_strides(D),
         HAS_SEQ=seq_idx is not None, HAS_D=D is not None, HAS_Z=z is not None, Q=Q,
-        BLOCK_T=block_t, BLOCK_P=bp, BLOCK_N=bn, num_warps=4,
+        BLOCK_T=block_t, BLOCK_P=bp, BLOCK_N=bn, num_warps=4, num_stages=2 if big else 3,
     )  # fmt: skip
     return out, final, y_pre
 
@@ -601,6 +605,7 @@ def ssd_bwd(
     # Intra-chunk gradients.
     bp, bn = _p2(P), _p2(N)
     blk = min(Q, 64 if bp * bn < 8192 else 32)
+    stages = 2 if bp * bn * x.element_size() >= 65536 else 3  # as in ssd_fwd: shared memory of large states
     n_blocks = nc * (Q // blk)
     hpg = H // G
     splits = _head_splits(batch, G, hpg, n_blocks, num_programs_hint(dev))
@@ -617,11 +622,12 @@ def ssd_bwd(
         dx, db_part, ddt_dir, da_col, qv, dd_part if dd_part is not None else qv,
         *common, *_d_strides(D),
         HAS_SEQ=seq_idx is not None, HAS_D=D is not None, Q=Q, BLOCK=blk, BLOCK_P=bp, BLOCK_N=bn, num_warps=8,
+        num_stages=stages,
     )  # fmt: skip
     _bwd_dc_kernel[grid](
         x, B, C, dt_p, acs, seq, dy, s_in, dc_part, da_row,
         *common,
-        HAS_SEQ=seq_idx is not None, Q=Q, BLOCK=blk, BLOCK_P=bp, BLOCK_N=bn, num_warps=8,
+        HAS_SEQ=seq_idx is not None, Q=Q, BLOCK=blk, BLOCK_P=bp, BLOCK_N=bn, num_warps=8, num_stages=stages,
     )  # fmt: skip
     # d a -> ddt, dA: a_t = sum_{r <= t in chunk} dt_r A, and every a_last also feeds the state passing.
     da = (da_row + da_col).view(batch, H, nc, Q)
