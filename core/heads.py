@@ -14,7 +14,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from longseq.core.packing import PackedBatch, segment_mean, segment_softmax, segment_sum
+from longseq.core.packing import PackedBatch
+from longseq.core.pooling import AttentionPool
+from longseq.core.pooling import pool_sequences as _pool
 
 __all__ = [
     "POOLS",
@@ -27,7 +29,7 @@ __all__ = [
 ]
 
 PoolKind = Literal["mean", "cls", "last", "attention"]
-#: Pooling kinds of :class:`ClassificationHead`.
+#: Pooling kinds of :class:`ClassificationHead` (the pooling layers live in :mod:`longseq.core.pooling`).
 POOLS: tuple[str, ...] = ("mean", "cls", "last", "attention")
 
 
@@ -205,38 +207,6 @@ class LMHead(nn.Module):
 # --------------------------------------------------------------------------------------------
 
 
-class AttentionPool(nn.Module):
-    """Learned-query attention pooling: per head, a softmax over a sequence's tokens weights its features.
-
-    ``score_t = (W_k x_t) . q / sqrt(D/H)`` per head; the output for head ``h`` is the weighted sum of
-    that head's ``D/H`` channels of ``x``.
-    """
-
-    def __init__(self, dim: int, num_heads: int = 1) -> None:
-        super().__init__()
-        if dim % num_heads:
-            raise ValueError(f"dim {dim} must be divisible by num_heads {num_heads}")
-        self.num_heads = num_heads
-        self.key = nn.Linear(dim, dim)
-        self.query = nn.Parameter(torch.randn(num_heads, dim // num_heads) * 0.02)
-
-    def scores(self, x: torch.Tensor) -> torch.Tensor:
-        """``(..., D)`` -> ``(..., H)`` attention logits."""
-        k = self.key(x).unflatten(-1, (self.num_heads, -1))  # (..., H, D/H)
-        return (k * self.query).sum(-1) * k.shape[-1] ** -0.5
-
-    def weighted(self, x: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-        """``x`` ``(..., D)`` times per-head ``weights`` ``(..., H)``."""
-        return (x.unflatten(-1, (self.num_heads, -1)) * weights[..., None]).flatten(-2)
-
-
-def _first_last_index(mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Index of the first and last True of each row of a bool ``(B, L)`` mask."""
-    first = mask.int().argmax(1)
-    last = mask.shape[1] - 1 - mask.flip(1).int().argmax(1)
-    return first, last
-
-
 def pool_sequences(
     x: torch.Tensor,
     kind: PoolKind,
@@ -246,53 +216,13 @@ def pool_sequences(
     num_prefix_tokens: int = 0,
     attn: AttentionPool | None = None,
 ) -> torch.Tensor:
-    """One vector per sequence: ``(B, L, D)`` (with optional ``mask``) or packed ``(T, D)`` -> ``(B|N, D)``.
-
-    ``"mean"`` and ``"attention"`` pool a sequence's real tokens after its ``num_prefix_tokens``
-    prefix tokens; ``"cls"`` takes its first token, ``"last"`` its last real token. Every sequence
-    must have at least one token (``"mean"`` of an empty one gives zeros).
+    """One vector per sequence for the head pooling kinds :data:`POOLS`: ``(B, L, D)`` (with optional
+    ``mask``) or packed ``(T, D)`` -> ``(B|N, D)``; see :func:`longseq.core.pooling.pool_sequences`
+    (which also has ``"max"`` and size weights).
     """
     if kind not in POOLS:
         raise ValueError(f"unknown pooling {kind!r}; choose one of {POOLS}")
-    if kind == "attention" and attn is None:
-        raise ValueError("attention pooling needs its AttentionPool module (attn=...)")
-    if packed is not None:
-        return _pool_packed(x, kind, packed, num_prefix_tokens, attn)
-    if x.dim() != 3:
-        raise ValueError(f"padded features must be (B, L, D), got shape {tuple(x.shape)}")
-    b, l = x.shape[:2]
-    if mask is None:
-        mask = torch.ones(b, l, dtype=torch.bool, device=x.device)
-    elif mask.shape != (b, l) or mask.dtype != torch.bool:
-        raise ValueError(f"mask must be bool ({b}, {l}), got {mask.dtype} {tuple(mask.shape)}")
-    first, last = _first_last_index(mask)
-    if kind in ("cls", "last"):
-        return x[torch.arange(b, device=x.device), first if kind == "cls" else last]  # (B, D)
-    content = mask & (mask.cumsum(1) > num_prefix_tokens)  # (B, L) real tokens after the prefix
-    if kind == "mean":
-        w = content.to(x.dtype)[..., None]
-        return (x * w).sum(1) / w.sum(1).clamp_min(1)
-    scores = attn.scores(x).float().masked_fill(~content[..., None], float("-inf"))  # (B, L, H)
-    weights = scores.softmax(dim=1).to(x.dtype)
-    return attn.weighted(x, weights).sum(1)
-
-
-def _pool_packed(
-    x: torch.Tensor, kind: str, packed: PackedBatch, num_prefix_tokens: int, attn: AttentionPool | None
-) -> torch.Tensor:
-    if x.dim() != 2 or x.shape[0] != packed.num_tokens:
-        raise ValueError(f"packed features must be ({packed.num_tokens}, D), got shape {tuple(x.shape)}")
-    cu = packed.cu_seqlens
-    if kind in ("cls", "last"):
-        if not torch.compiler.is_compiling() and bool((packed.seqlens == 0).any()):
-            raise ValueError(f"{kind!r} pooling needs every sequence non-empty, got lengths {packed.seqlens.tolist()}")
-        return x[cu[:-1].long() if kind == "cls" else cu[1:].long() - 1]  # (N, D)
-    content = packed.position_ids >= num_prefix_tokens  # (T,)
-    if kind == "mean":
-        return segment_mean(x, cu, mask=content)
-    scores = attn.scores(x).float().masked_fill(~content[:, None], float("-inf"))  # (T, H)
-    weights = segment_softmax(scores, cu).to(x.dtype)
-    return segment_sum(attn.weighted(x, weights), cu)  # (N, D)
+    return _pool(x, kind, packed=packed, mask=mask, num_prefix_tokens=num_prefix_tokens, attn=attn)
 
 
 class _ProjectionHead(nn.Module):
