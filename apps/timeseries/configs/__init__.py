@@ -1,0 +1,1 @@
+"""Shipped forecasting configs (YAML) and their generator, :mod:`.generate`."""
