@@ -6,7 +6,9 @@ top=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 site=$(mktemp -d)/site
 mkdir -p "$site/longseq"
 for pkg in core kernels apps; do ln -sfn "$top/$pkg" "$site/longseq/$pkg"; done
+# Wheels in .whl/ fill in what the machine lacks (pip keeps every package already installed there).
 if compgen -G "$top/.whl/*.whl" >/dev/null; then
-  python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target "$site" "$top"/.whl/*.whl
+  python3 -m pip install -q --no-index --no-cache-dir --find-links "$top/.whl" \
+    hypothesis biopython "jsonargparse[signatures]" matplotlib rich 2>&1 | grep -v "^WARNING" || true
 fi
 export PYTHONPATH="$site:$top${PYTHONPATH:+:$PYTHONPATH}"
