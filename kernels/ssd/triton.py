@@ -40,6 +40,11 @@ CHUNK_SIZES = (16, 32, 64, 128, 256)
 #: Largest head dimension P and state size N the kernels hold whole.
 MAX_HEADDIM = 256
 MAX_DSTATE = 256
+#: Warps of the two intra-chunk backward kernels; ``None``: 8 for state tiles of 4K elements and more,
+#: else 4. On Hopper with Triton 3.6, 8 warps over small tiles (P=32, N=16) miscompiled: wrong dC and
+#: dt gradients from run to run and an illegal memory access in fp16 (seen on H200; the same class of
+#: bug as flash-linear-attention's Hopper restrictions on num_warps).
+BWD_WARPS: int | None = None
 
 
 #: Triton 3.6's interpreter multiplies the raw bits of bf16/fp16 ``tl.dot`` operands (wrong results),
@@ -606,6 +611,7 @@ def ssd_bwd(
     bp, bn = _p2(P), _p2(N)
     blk = min(Q, 64 if bp * bn < 8192 else 32)
     stages = 2 if bp * bn * x.element_size() >= 65536 else 3  # as in ssd_fwd: shared memory of large states
+    warps = BWD_WARPS or (8 if bp * bn >= 4096 else 4)
     n_blocks = nc * (Q // blk)
     hpg = H // G
     splits = _head_splits(batch, G, hpg, n_blocks, num_programs_hint(dev))
@@ -621,13 +627,13 @@ def ssd_bwd(
         x, B, C, dt_p, acs, seq, dy, dS, D if D is not None else A,
         dx, db_part, ddt_dir, da_col, qv, dd_part if dd_part is not None else qv,
         *common, *_d_strides(D),
-        HAS_SEQ=seq_idx is not None, HAS_D=D is not None, Q=Q, BLOCK=blk, BLOCK_P=bp, BLOCK_N=bn, num_warps=8,
+        HAS_SEQ=seq_idx is not None, HAS_D=D is not None, Q=Q, BLOCK=blk, BLOCK_P=bp, BLOCK_N=bn, num_warps=warps,
         num_stages=stages,
     )  # fmt: skip
     _bwd_dc_kernel[grid](
         x, B, C, dt_p, acs, seq, dy, s_in, dc_part, da_row,
         *common,
-        HAS_SEQ=seq_idx is not None, Q=Q, BLOCK=blk, BLOCK_P=bp, BLOCK_N=bn, num_warps=8, num_stages=stages,
+        HAS_SEQ=seq_idx is not None, Q=Q, BLOCK=blk, BLOCK_P=bp, BLOCK_N=bn, num_warps=warps, num_stages=stages,
     )  # fmt: skip
     # d a -> ddt, dA: a_t = sum_{r <= t in chunk} dt_r A, and every a_last also feeds the state passing.
     da = (da_row + da_col).view(batch, H, nc, Q)
