@@ -64,7 +64,12 @@ def device_slug(gpu_name: str | None) -> str:
 
 
 def _git_commit() -> str | None:
-    """Commit of the checkout the benchmarks run from, or None when there is no git metadata."""
+    """Commit of the checkout the benchmarks run from, or None when there is no git metadata.
+
+    ``LONGSEQ_GIT_COMMIT`` overrides it: a copy of the tree on another machine (the device) may carry
+    stale git metadata."""
+    if os.environ.get("LONGSEQ_GIT_COMMIT"):
+        return os.environ["LONGSEQ_GIT_COMMIT"][:12]
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short=12", "HEAD"],
