@@ -24,8 +24,9 @@ $(STAMP): pyproject.toml setup.py $(LOCK)
 	$(BIN)/python -m pip install -q -c $(LOCK) --no-build-isolation -e ".[dev]"
 	@touch $(STAMP)
 
+# The genomics quickstart: fetch E. coli if needed, pretrain a tiny HyenaDNA on CPU, score a FASTA.
 demo: install
-	$(BIN)/longseq demo
+	$(BIN)/longseq-genomics quickstart
 
 lint: install
 	$(BIN)/ruff check .

@@ -141,6 +141,11 @@ def main(argv: Sequence[str] | None = None) -> None:
             print(f"longseq-genomics {args[0]}: error: {exc}", file=sys.stderr)
             raise SystemExit(2) from None
         return
+    if args and args[0] == "quickstart":
+        from longseq.apps.genomics.quickstart import main as quickstart
+
+        quickstart(args[1:])
+        return
     if args and args[0] == "configs":
         for path in sorted(CONFIG_DIR.glob("*.yaml")):
             print(path)
