@@ -6,7 +6,8 @@
 3. trains a tiny residual MLP that uses the kernel for a few steps on synthetic data;
 4. checks the shared datasets under the data root.
 
-Each app issue replaces this with its domain's quickstart.
+``make demo`` runs the genomics quickstart (``longseq-genomics quickstart``) instead; this command stays
+as a quick check of an installation's kernels and data root.
 """
 
 from __future__ import annotations
