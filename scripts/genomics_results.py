@@ -92,6 +92,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--tokens-per-batch", type=int, default=65536)
     parser.add_argument("--pretrain-time", default="00:00:02:30", help="per context (DD:HH:MM:SS)")
     parser.add_argument("--finetune-time", default="00:00:01:30", help="per fine-tuning run")
+    parser.add_argument("--skip-finetune", action="store_true", help="pretraining only")
     parser.add_argument("--workdir", default="runs/genomics_results")
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--tag", default=None, help="file name suffix (default: the GPU's slug)")
@@ -100,9 +101,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     work = Path(args.workdir)
     info = device_info()
     pre = [pretrain(c, work, args.pretrain_time, args.tokens_per_batch, args.backbone) for c in args.contexts]
-    fine = [finetune(work, args.finetune_time, None, args.backbone, 1024)]
-    start = next((p for p in pre if p["context"] == 1024), pre[0])
-    fine.append(finetune(work, args.finetune_time, start["pretrained"], args.backbone, start["context"]))
+    fine = []
+    if not args.skip_finetune:
+        fine.append(finetune(work, args.finetune_time, None, args.backbone, 1024))
+        start = next((p for p in pre if p["context"] == 1024), pre[0])
+        fine.append(finetune(work, args.finetune_time, start["pretrained"], args.backbone, start["context"]))
     payload = {"name": "genomics", "device": info, "pretrain": pre, "ienhancer": fine, "args": vars(args)}
     tag = args.tag or info.get("slug", "device")
     out = Path(args.out) / f"genomics-{tag}.json"

@@ -27,6 +27,7 @@ declare -A JOBS=(
   [forecasting]="python3 -m benchmarks.forecasting --datasets etth1 --models patchtst dlinear --lookback 336 --num-workers 4 --accelerator gpu --out $out/results --tag etth1-336; python3 -m benchmarks.forecasting --datasets etth1 --models patchtst dlinear informer --lookback 96 --num-workers 4 --accelerator gpu --out $out/results --tag etth1-96"
   [bench_tokred]="python3 -m benchmarks.token_reduction --models vit_b16 vit_l16 --deadline 480 --out $out/results"
   [ssd_full]="for w in 0 2 4 8; do python3 scripts/ssd_hopper_check.py \$w; done; $PYTEST -v tests/kernels/test_ssd.py"
+  [genomics_context]="python3 scripts/genomics_results.py --contexts 1024 8192 --pretrain-time 00:00:03:20 --skip-finetune --workdir /tmp/genomics_ctx --out $out/results --tag context-h200"
   [bench_mamba]="python3 -m benchmarks.run mamba"
   [bench_attn]="python3 -m benchmarks.run flash_attn attention"
   [bench_flash]="python3 -m benchmarks.run flash_attn"
