@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--skip-finetune", action="store_true", help="pretraining only")
     parser.add_argument("--workdir", default="runs/genomics_results")
     parser.add_argument("--out", default="benchmarks/results")
-    parser.add_argument("--tag", default=None, help="file name suffix (default: the GPU's slug)")
+    parser.add_argument("--tag", default=None, help="file name suffix; {slug} is the GPU's slug (default: {slug})")
     args = parser.parse_args(argv)
     torch.set_float32_matmul_precision("high")
     work = Path(args.workdir)
@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         start = next((p for p in pre if p["context"] == 1024), pre[0])
         fine.append(finetune(work, args.finetune_time, start["pretrained"], args.backbone, start["context"]))
     payload = {"name": "genomics", "device": info, "pretrain": pre, "ienhancer": fine, "args": vars(args)}
-    tag = args.tag or info.get("slug", "device")
+    tag = (args.tag or "{slug}").format(slug=info.get("slug", "device"))
     out = Path(args.out) / f"genomics-{tag}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(payload, indent=2) + "\n")
