@@ -85,6 +85,40 @@ def finetune(workdir: Path, max_time: str, pretrained: str | None, backbone: str
     return {"init": name, "epochs": cli.trainer.current_epoch, **{k: round(v, 4) for k, v in test.items()}}
 
 
+def crossval(workdir: Path, max_time: str, folds: int, epochs: int, backbone: str) -> dict[str, Any]:
+    """k-fold cross-validation on human_nontata_promoters' available (official test) split: fold ``k``
+    is held out, the model trains for a fixed number of epochs on the rest (no model selection on the
+    held-out fold) and is scored on it once. Not the dataset's official train/test protocol."""
+    per_fold = []
+    for k in range(folds):
+        root = workdir / f"promoters_fold{k}"
+        cli = _cli(
+            "finetune_ienhancer.yaml",
+            [
+                "--data.init_args.source=human_nontata_promoters",
+                f"--data.init_args.folds={folds}",
+                f"--data.init_args.fold={k}",
+                f"--model.init_args.backbone={backbone}",
+                '--model.init_args.backbone_kwargs={"max_len": 1024}',
+                f"--trainer.max_epochs={epochs}",
+                f"--trainer.max_time={max_time}",
+                f"--trainer.default_root_dir={root}",
+                f"--trainer.logger.init_args.save_dir={root}",
+            ],
+        )
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        val = _metrics(cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False))
+        per_fold.append(
+            {"fold": k, "epochs": cli.trainer.current_epoch, **{key: round(v, 4) for key, v in val.items()}}
+        )
+    mean = {key: round(sum(f[key] for f in per_fold) / folds, 4) for key in ("val/acc", "val/mcc", "val/auroc")}
+    protocol = (
+        f"{folds}-fold stratified CV within the available (official test) split; fixed {epochs} epochs or "
+        f"{max_time} per fold, the last model scored once on its held-out fold; not the official protocol"
+    )
+    return {"folds": per_fold, "mean": mean, "protocol": protocol}
+
+
 def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--contexts", type=int, nargs="+", default=[1024, 8192])
@@ -92,7 +126,11 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--tokens-per-batch", type=int, default=65536)
     parser.add_argument("--pretrain-time", default="00:00:02:30", help="per context (DD:HH:MM:SS)")
     parser.add_argument("--finetune-time", default="00:00:01:30", help="per fine-tuning run")
-    parser.add_argument("--skip-finetune", action="store_true", help="pretraining only")
+    parser.add_argument("--skip-finetune", action="store_true", help="no iEnhancer fine-tuning")
+    parser.add_argument("--skip-pretrain", action="store_true", help="no pretraining (fine-tuning from scratch only)")
+    parser.add_argument("--promoter-folds", type=int, default=0, help="k-fold CV on human_nontata_promoters (0: skip)")
+    parser.add_argument("--promoter-epochs", type=int, default=10)
+    parser.add_argument("--promoter-time", default="00:00:01:00", help="per fold")
     parser.add_argument("--workdir", default="runs/genomics_results")
     parser.add_argument("--out", default="benchmarks/results")
     parser.add_argument("--tag", default=None, help="file name suffix; {slug} is the GPU's slug (default: {slug})")
@@ -100,13 +138,22 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_float32_matmul_precision("high")
     work = Path(args.workdir)
     info = device_info()
-    pre = [pretrain(c, work, args.pretrain_time, args.tokens_per_batch, args.backbone) for c in args.contexts]
+    pre = (
+        []
+        if args.skip_pretrain
+        else [pretrain(c, work, args.pretrain_time, args.tokens_per_batch, args.backbone) for c in args.contexts]
+    )
     fine = []
     if not args.skip_finetune:
         fine.append(finetune(work, args.finetune_time, None, args.backbone, 1024))
-        start = next((p for p in pre if p["context"] == 1024), pre[0])
-        fine.append(finetune(work, args.finetune_time, start["pretrained"], args.backbone, start["context"]))
+        if pre:
+            start = next((p for p in pre if p["context"] == 1024), pre[0])
+            fine.append(finetune(work, args.finetune_time, start["pretrained"], args.backbone, start["context"]))
     payload = {"name": "genomics", "device": info, "pretrain": pre, "ienhancer": fine, "args": vars(args)}
+    if args.promoter_folds:
+        payload["human_nontata_promoters_cv"] = crossval(
+            work, args.promoter_time, args.promoter_folds, args.promoter_epochs, args.backbone
+        )
     tag = (args.tag or "{slug}").format(slug=info.get("slug", "device"))
     out = Path(args.out) / f"genomics-{tag}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
