@@ -16,6 +16,11 @@ if "TRITON_INTERPRET" not in os.environ:
 
 from pathlib import Path  # noqa: E402
 
+# CI sets LONGSEQ_DATA=../shared/data (relative to the checkout); tests that chdir into tmp_path must
+# still find it, so it is made absolute once, here.
+if os.environ.get("LONGSEQ_DATA"):
+    os.environ["LONGSEQ_DATA"] = str(Path(os.environ["LONGSEQ_DATA"]).expanduser().resolve())
+
 import pytest  # noqa: E402
 import torch  # noqa: E402
 
