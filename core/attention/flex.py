@@ -150,24 +150,12 @@ class FlexBackend(AttentionBackend):
     def forward(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, spec: AttentionSpec) -> torch.Tensor:
         if q.device.type == "cpu" and not torch.is_grad_enabled():  # flex refuses CPU inputs requiring grad
             q, k, v = q.detach(), k.detach(), v.detach()
-        gqa = k.shape[-2] != q.shape[-2]
         if spec.varlen:
             Tq, Tk, H = q.shape[0], k.shape[0], q.shape[1]
             mask_mod, score_mod = _packed_mods(spec, Tq, Tk)
             block_mask = _block_mask(mask_mod, None, H if spec.mask_mod is not None else None, Tq, Tk, q.device)
             qh, kh, vh = (t.transpose(0, 1).unsqueeze(0) for t in (q, k, v))  # (1, H|H_kv, T, D)
-            opts = _kernel_options(spec, Tq) if q.is_cuda else None
-            out = _run_flex(
-                qh,
-                kh,
-                vh,
-                score_mod=score_mod,
-                block_mask=block_mask,
-                scale=spec.scale,
-                enable_gqa=gqa,
-                kernel_options=opts,
-            )
-            return out.squeeze(0).transpose(0, 1)  # (Tq, H, D)
+            return self._flex(qh, kh, vh, spec, score_mod, block_mask).squeeze(0).transpose(0, 1)  # (Tq, H, D)
         B, Lq, H, _ = q.shape
         Lk = k.shape[1]
         kv_len = spec.kv_seqlens
@@ -177,15 +165,18 @@ class FlexBackend(AttentionBackend):
         block_mask = _block_mask(mask_mod, B if per_bh else None, H if per_bh else None, Lq, Lk, q.device)
         score_mod = spec_score_mod(spec, q_offset)
         qh, kh, vh = q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)  # (B, H|H_kv, L, D)
-        opts = _kernel_options(spec, Lq) if q.is_cuda else None
-        out = _run_flex(
+        return self._flex(qh, kh, vh, spec, score_mod, block_mask).transpose(1, 2)  # (B, Lq, H, D)
+
+    @staticmethod
+    def _flex(qh, kh, vh, spec: AttentionSpec, score_mod: ScoreMod | None, block_mask) -> torch.Tensor:
+        """FlexAttention on ``(B, H|H_kv, L, D)`` with the spec's scale, GQA and CUDA kernel options."""
+        return _run_flex(
             qh,
             kh,
             vh,
             score_mod=score_mod,
             block_mask=block_mask,
             scale=spec.scale,
-            enable_gqa=gqa,
-            kernel_options=opts,
+            enable_gqa=kh.shape[1] != qh.shape[1],
+            kernel_options=_kernel_options(spec, qh.shape[2]) if qh.is_cuda else None,
         )
-        return out.transpose(1, 2)  # (B, Lq, H, D)
