@@ -8,6 +8,14 @@ import inspect
 import pytest
 
 PUBLIC_API = {
+    "longseq.kernels.token_merge": [
+        "MergePlan",
+        "bipartite_match",
+        "bipartite_match_ref",
+        "merge_weighted",
+        "merge_weighted_ref",
+        "plan_from_merge_map",
+    ],
     "longseq.apps.timeseries.models": [
         "DLinear",
         "DLinearConfig",
@@ -95,6 +103,7 @@ PUBLIC_API = {
         "EViTState",
         "LearnedTokenPruning",
         "Merge",
+        "PackedMerge",
         "PatchDropout",
         "RandomLTD",
         "ReductionOutput",
@@ -107,18 +116,25 @@ PUBLIC_API = {
         "attentive_prune",
         "attentive_prune_packed",
         "bipartite_soft_matching",
+        "bipartite_soft_matching_packed",
         "cls_attention",
         "compose_merge_maps",
         "evit_num_kept",
         "gather_tokens",
         "ltp_regularization_loss",
         "merge_wavg",
+        "merge_wavg_packed",
+        "patch_dropout_packed",
         "proportional_attention_bias",
         "proportional_attention_score_mod",
         "random_keep_index",
+        "random_keep_index_packed",
         "random_ltd_forward",
+        "random_ltd_forward_packed",
         "remove_token_reduction",
         "scatter_tokens",
+        "structured_patchout_packed",
+        "token_merging_packed",
         "unmerge",
     ],
     "longseq.core.pooling": [

@@ -5,6 +5,8 @@ Prefix tokens (CLS, registers) are never reduced and stay first.
 * merging: :class:`TokenMerging` (ToMe) and its parts (``merge.py``);
 * pruning by attention: :class:`AttentiveTokenPruning` (EViT), :class:`LearnedTokenPruning` (LTP) (``prune.py``);
 * dropping for training: :class:`PatchDropout`, :class:`StructuredPatchout`, :class:`RandomLTD` (``drop.py``);
+* packed ``(T, D)`` input for merging and dropping, per sequence (``packed.py``; the layers above dispatch to
+  it with ``packed=``); EViT, LTP and pooling take ``packed=`` in their own files;
 * timm ViTs patched in place: :func:`apply_token_reduction` (``timm.py``; imported on first use, so this
   package does not import timm until a timm name is asked for).
 """
@@ -31,6 +33,16 @@ from longseq.core.reduction.merge import (
     merge_wavg,
     proportional_attention_bias,
     proportional_attention_score_mod,
+)
+from longseq.core.reduction.packed import (
+    PackedMerge,
+    bipartite_soft_matching_packed,
+    merge_wavg_packed,
+    patch_dropout_packed,
+    random_keep_index_packed,
+    random_ltd_forward_packed,
+    structured_patchout_packed,
+    token_merging_packed,
 )
 from longseq.core.reduction.prune import (
     AttentiveTokenPruning,
@@ -59,6 +71,7 @@ __all__ = [
     "EViTState",
     "LearnedTokenPruning",
     "Merge",
+    "PackedMerge",
     "PatchDropout",
     "RandomLTD",
     "ReductionOutput",
@@ -71,17 +84,24 @@ __all__ = [
     "attentive_prune",
     "attentive_prune_packed",
     "bipartite_soft_matching",
+    "bipartite_soft_matching_packed",
     "cls_attention",
     "compose_merge_maps",
     "evit_num_kept",
     "gather_tokens",
     "ltp_regularization_loss",
     "merge_wavg",
+    "merge_wavg_packed",
+    "patch_dropout_packed",
     "proportional_attention_bias",
     "proportional_attention_score_mod",
     "random_keep_index",
+    "random_keep_index_packed",
     "random_ltd_forward",
+    "random_ltd_forward_packed",
     "remove_token_reduction",
     "scatter_tokens",
+    "structured_patchout_packed",
+    "token_merging_packed",
     "unmerge",
 ]

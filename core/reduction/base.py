@@ -40,12 +40,17 @@ def unmerge(y: torch.Tensor, merge_map: torch.Tensor) -> torch.Tensor:
     """Copy each output token back to every input position merged into it.
 
     Args:
-        y: ``(B, L', D)`` per-output-token values.
-        merge_map: int64 ``(B, L)`` from :class:`ReductionOutput`, entries in ``[0, L')``.
+        y: ``(B, L', D)`` per-output-token values, or packed ``(T', D)``.
+        merge_map: int64 ``(B, L)`` from :class:`ReductionOutput`, entries in ``[0, L')``; with packed ``y``
+            the int64 ``(T,)`` packed map of a packed result (entries in ``[0, T')``).
 
     Returns:
-        ``(B, L, D)`` with row ``i`` equal to ``y[:, merge_map[:, i]]``.
+        ``(B, L, D)`` with row ``i`` equal to ``y[:, merge_map[:, i]]``; packed: ``(T, D)``, ``y[merge_map]``.
     """
+    if y.dim() == 2 and merge_map.dim() == 1:  # packed: the map holds packed output positions
+        if merge_map.dtype != torch.int64:
+            raise ValueError(f"merge_map must be int64 (T,), got {merge_map.dtype} {tuple(merge_map.shape)}")
+        return y[merge_map]
     if y.dim() != 3:
         raise ValueError(f"y must be (B, L', D), got shape {tuple(y.shape)}")
     _check_map(merge_map, y.shape[0], "merge_map")
@@ -58,12 +63,14 @@ def compose_merge_maps(first: torch.Tensor, second: torch.Tensor) -> torch.Tenso
     """The merge map of two reductions in a row: input token -> output of ``first`` -> output of ``second``.
 
     Args:
-        first: int64 ``(B, L)`` into ``[0, L1)``.
-        second: int64 ``(B, L1)`` into ``[0, L2)``.
+        first: int64 ``(B, L)`` into ``[0, L1)``, or packed ``(T,)`` into ``[0, T1)``.
+        second: int64 ``(B, L1)`` into ``[0, L2)``, or packed ``(T1,)`` into ``[0, T2)``.
 
     Returns:
-        int64 ``(B, L)`` into ``[0, L2)``.
+        int64 ``(B, L)`` into ``[0, L2)``; packed: ``(T,)`` into ``[0, T2)``.
     """
+    if first.dim() == 1 and second.dim() == 1 and first.dtype == second.dtype == torch.int64:
+        return second[first]
     _check_map(first, None, "first")
     _check_map(second, first.shape[0], "second")
     return second.gather(1, first)

@@ -4,7 +4,8 @@ All three select tokens rather than merge them, so each reports ``keep_index``: 
 position of every output token, sorted ascending, with the ``num_prefix_tokens`` prefix tokens (CLS,
 registers) always kept first and unchanged. Dropping is random (the global ``torch`` RNG; seed it with
 ``torch.manual_seed``) and happens in training only: in eval every layer keeps all tokens. Padded
-``(B, L, D)`` input; :class:`PatchDropout` also takes packed input (:meth:`PatchDropout.forward_packed`).
+``(B, L, D)`` input, or packed ``(T, D)`` input with ``packed=`` (each sequence on its own, drawn per
+sequence; a :class:`~longseq.core.reduction.VarlenOutput` with packed positions, see ``packed.py``).
 
 :class:`ReductionOutput` from these layers has ``sizes`` all ones and ``merge_map=None``: a dropped input
 token went to no output token, so no merge map exists; map results back with :func:`scatter_tokens`.
@@ -17,8 +18,13 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import nn
 
-from longseq.core.packing.batch import PackedBatch, cu_seqlens_from_lengths, position_ids_from_cu_seqlens, segment_ids
+from longseq.core.packing.batch import PackedBatch
 from longseq.core.reduction.base import ReductionOutput
+from longseq.core.reduction.packed import (
+    patch_dropout_packed,
+    random_ltd_forward_packed,
+    structured_patchout_packed,
+)
 
 Block = Callable[[torch.Tensor], torch.Tensor]
 
@@ -144,8 +150,14 @@ class PatchDropout(nn.Module):
         """Non-prefix tokens kept out of ``n`` in training."""
         return min(n, max(1, round(self.keep_rate * n))) if n > 0 else 0
 
-    def forward(self, x: torch.Tensor) -> ReductionOutput:
-        """Drop tokens of ``x`` ``(B, L, D)``; returns ``(B, P + num_kept(L - P), D)`` in training."""
+    def forward(self, x: torch.Tensor, *, packed: PackedBatch | None = None) -> ReductionOutput:
+        """Drop tokens of ``x`` ``(B, L, D)``; returns ``(B, P + num_kept(L - P), D)`` in training.
+
+        With ``packed`` (the boundaries of packed ``x`` ``(T, D)``) returns
+        :func:`~longseq.core.reduction.patch_dropout_packed`'s ``VarlenOutput``.
+        """
+        if packed is not None:
+            return patch_dropout_packed(x, packed, self.keep_rate, self.num_prefix_tokens, training=self.training)
         n = _num_tokens(x, self.num_prefix_tokens)
         if not self.training or self.keep_rate == 1.0:
             return _identity(x)
@@ -171,33 +183,8 @@ class PatchDropout(nn.Module):
             ``keep_index = arange(T)``. Training syncs with the device once (the output size is data
             dependent).
         """
-        T = packed.num_tokens
-        if x.dim() != 2 or x.shape[0] != T:
-            raise ValueError(f"x must be packed (T={T}, D), got shape {tuple(x.shape)}")
-        P = self.num_prefix_tokens
-        seqlens = packed.seqlens.long()  # (N,)
-        if bool((seqlens < P).any()):
-            raise ValueError(f"every sequence needs >= num_prefix_tokens={P} tokens, got lengths {seqlens.tolist()}")
-        if not self.training or self.keep_rate == 1.0:
-            keep_index = torch.arange(T, device=x.device)
-            return PackedBatch(x, packed.cu_seqlens, packed.max_seqlen, packed.position_ids, check=False), keep_index
-        n = seqlens - P  # (N,) non-prefix tokens per sequence
-        kept = torch.where(n > 0, (n * self.keep_rate).round().long().clamp(min=1).minimum(n), 0)  # (N,)
-        seg = segment_ids(packed.cu_seqlens, T)  # (T,)
-        pos = packed.position_ids.long()  # (T,)
-        # sort key per token: sequences apart, prefix first within one, then a random order of the rest
-        key = seg.double() * 4 + torch.where(pos < P, 0.0, 1.0 + torch.rand(T, device=x.device, dtype=torch.float64))
-        order = key.argsort(stable=True)  # (T,)
-        rank = torch.empty_like(pos).scatter_(
-            0, order, torch.arange(T, device=x.device) - packed.cu_seqlens[seg[order]]
-        )
-        keep_index = (rank < P + kept[seg]).nonzero().flatten()  # (T',) ascending
-        lengths = P + kept  # (N,)
-        cu_seqlens = cu_seqlens_from_lengths(lengths)
-        max_seqlen = int(lengths.max()) if lengths.numel() else 0
-        position_ids = position_ids_from_cu_seqlens(cu_seqlens, keep_index.shape[0])
-        out = PackedBatch(x[keep_index], cu_seqlens, max_seqlen, position_ids, check=False)
-        return out, keep_index
+        out = patch_dropout_packed(x, packed, self.keep_rate, self.num_prefix_tokens, training=self.training)
+        return out.packed, out.keep_index
 
 
 class StructuredPatchout(nn.Module):
@@ -243,8 +230,26 @@ class StructuredPatchout(nn.Module):
         """The ``(F', T')`` grid left in training."""
         return self.grid[0] - self.drop_freq, self.grid[1] - self.drop_time
 
-    def forward(self, x: torch.Tensor) -> ReductionOutput:
-        """Drop rows and columns of ``x`` ``(B, P + F * T, D)``; returns ``(B, P + F' * T', D)`` in training."""
+    def forward(
+        self,
+        x: torch.Tensor,
+        *,
+        packed: PackedBatch | None = None,
+        grids: Sequence[tuple[int, int]] | torch.Tensor | None = None,
+    ) -> ReductionOutput:
+        """Drop rows and columns of ``x`` ``(B, P + F * T, D)``; returns ``(B, P + F' * T', D)`` in training.
+
+        With ``packed`` (the boundaries of packed ``x`` ``(T, D)``) every sequence drops rows and columns of its
+        own grid, drawn per sequence: ``grids`` gives each sequence's ``(F_i, T_i)`` (default: this layer's
+        ``grid`` for all); returns :func:`~longseq.core.reduction.structured_patchout_packed`'s ``VarlenOutput``.
+        """
+        if packed is not None:
+            grids = [self.grid] * packed.num_seqs if grids is None else grids
+            return structured_patchout_packed(
+                x, packed, grids, self.drop_time, self.drop_freq, self.num_prefix_tokens, training=self.training
+            )
+        if grids is not None:
+            raise ValueError("grids is for packed input (with packed=...); padded input uses the layer's grid")
         n = _num_tokens(x, self.num_prefix_tokens)
         F, T = self.grid
         if n != F * T:
@@ -348,8 +353,16 @@ class RandomLTD(nn.Module):
     def extra_repr(self) -> str:
         return f"start={self.start}, end={self.end}, keep={self.keep}, num_prefix_tokens={self.num_prefix_tokens}"
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Run the blocks on ``x`` ``(B, L, D)``; returns ``(y, keep_index)`` as :func:`random_ltd_forward`."""
+    def forward(self, x: torch.Tensor, *, packed: PackedBatch | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Run the blocks on ``x`` ``(B, L, D)``; returns ``(y, keep_index)`` as :func:`random_ltd_forward`.
+
+        With ``packed`` (the boundaries of packed ``x`` ``(T, D)``) runs
+        :func:`~longseq.core.reduction.random_ltd_forward_packed` (blocks are called ``block(h, packed=...)``).
+        """
+        if packed is not None:
+            return random_ltd_forward_packed(
+                self.blocks, x, packed, self.start, self.end, self.keep, self.num_prefix_tokens, training=self.training
+            )
         return random_ltd_forward(
             self.blocks, x, self.start, self.end, self.keep, self.num_prefix_tokens, training=self.training
         )

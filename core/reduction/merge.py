@@ -4,18 +4,30 @@ Follows facebookresearch/ToMe ``tome/merge.py`` on the non-prefix tokens: they a
 ``a`` (even positions) and ``b`` (odd positions); every ``a`` token finds its most cosine-similar ``b``
 token, and the ``r`` ``a`` tokens with the highest similarity merge into their match by a size-weighted
 average. Prefix tokens (CLS, registers) are never merged and stay first. The output order is
-``[prefix, unmerged a (input order), b (input order)]``. Padded ``(B, L, D)`` input only.
+``[prefix, unmerged a (input order), b (input order)]``. Padded ``(B, L, D)`` input here; packed ``(T, D)``
+input (``TokenMerging(..., packed=...)``) runs per sequence in ``packed.py``.
+
+On CUDA (and under ``TRITON_INTERPRET=1``) padded matching and merging run the fused Triton kernels of
+``longseq.kernels.token_merge`` (same decisions, same order, fp32 sums); the PyTorch code below is the
+fallback: CPU tensors, fp64, a :class:`Merge` built by hand, and every :func:`merge_wavg` that autograd
+records (grad mode on and ``x`` or ``sizes`` requiring grad; the merge kernel has no backward). The
+environment variable ``LONGSEQ_TOME_KERNELS=0`` turns the kernels off (for A/B timing).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from dataclasses import dataclass, field
 
 import torch
 from torch import nn
 
 from longseq.core.attention.base import ScoreMod
+from longseq.core.packing.batch import PackedBatch
 from longseq.core.reduction.base import ReductionOutput
+from longseq.core.reduction.packed import token_merging_packed
+from longseq.kernels._common import FLOAT_DTYPES, use_triton
+from longseq.kernels.token_merge import MergePlan, bipartite_match, merge_weighted
 
 
 @dataclass
@@ -25,10 +37,13 @@ class Merge:
     Attributes:
         merge_map: int64 ``(B, L)``, the output index of every input token.
         out_len: ``L'``, the number of output tokens.
+        plan: the fused kernels' form of the same merge (set by :func:`bipartite_soft_matching` when it
+            ran the kernel); ``None`` makes :func:`merge_wavg` use PyTorch.
     """
 
     merge_map: torch.Tensor
     out_len: int
+    plan: MergePlan | None = field(default=None, repr=False, compare=False)
 
     def __call__(self, x: torch.Tensor, mode: str = "sum") -> torch.Tensor:
         """Reduce ``x`` ``(B, L, D)`` to ``(B, L', D)`` by ``"sum"`` or ``"mean"`` over each merged group."""
@@ -44,6 +59,11 @@ class Merge:
             count = x.new_zeros(B, self.out_len, 1).scatter_add(1, self.merge_map.unsqueeze(-1), x.new_ones(B, L, 1))
             out = out / count
         return out
+
+
+def _use_kernels(t: torch.Tensor) -> bool:
+    """Whether the fused ``longseq.kernels.token_merge`` path can take ``t`` (see the module docstring)."""
+    return t.dtype in FLOAT_DTYPES and use_triton(t) and os.environ.get("LONGSEQ_TOME_KERNELS", "1") != "0"
 
 
 def _check_prefix(num_prefix_tokens: int, L: int) -> None:
@@ -70,6 +90,9 @@ def bipartite_soft_matching(metric: torch.Tensor, r: int, num_prefix_tokens: int
         raise ValueError(f"r must be >= 0, got {r}")
     B, L, _ = metric.shape
     _check_prefix(num_prefix_tokens, L)
+    if _use_kernels(metric) and metric.shape[-1] > 0:
+        plan = bipartite_match(metric, r, num_prefix_tokens)
+        return Merge(merge_map=plan.merge_map, out_len=plan.out_len, plan=plan)
     P = num_prefix_tokens
     n_a, n_b = (L - P + 1) // 2, (L - P) // 2
     r = min(r, (L - P) // 2)
@@ -114,12 +137,24 @@ def merge_wavg(merge: Merge, x: torch.Tensor, sizes: torch.Tensor | None = None)
         lose nothing beyond the final rounding of ``x'``.
     """
     acc = torch.promote_types(x.dtype, torch.float32)
-    if sizes is None:
-        sizes = torch.ones(*x.shape[:2], 1, dtype=acc, device=x.device)
-    elif tuple(sizes.shape) != (*x.shape[:2], 1) or not sizes.is_floating_point():
+    if sizes is not None and (tuple(sizes.shape) != (*x.shape[:2], 1) or not sizes.is_floating_point()):
         raise ValueError(
             f"sizes must be floating (B, L, 1) = {(*x.shape[:2], 1)}, got {sizes.dtype} {tuple(sizes.shape)}"
         )
+    plan = merge.plan
+    if (
+        plan is not None
+        and x.dim() == 3
+        and x.shape[-1] > 0
+        and _use_kernels(x)
+        and (sizes is None or sizes.dtype in FLOAT_DTYPES)
+        and x.device == plan.indices.device
+        and tuple(x.shape[:2]) == tuple(plan.merge_map.shape)
+        and not (torch.is_grad_enabled() and (x.requires_grad or (sizes is not None and sizes.requires_grad)))
+    ):
+        return merge_weighted(x, plan, sizes)
+    if sizes is None:
+        sizes = torch.ones(*x.shape[:2], 1, dtype=acc, device=x.device)
     sizes = sizes.to(torch.promote_types(sizes.dtype, acc))
     out = merge(x.to(acc) * sizes, mode="sum")  # (B, L', D)
     sizes = merge(sizes, mode="sum")  # (B, L', 1)
@@ -175,15 +210,24 @@ class TokenMerging(nn.Module):
         return f"r={self.r}, num_prefix_tokens={self.num_prefix_tokens}"
 
     def forward(
-        self, x: torch.Tensor, *, sizes: torch.Tensor | None = None, metric: torch.Tensor | None = None
+        self,
+        x: torch.Tensor,
+        *,
+        sizes: torch.Tensor | None = None,
+        metric: torch.Tensor | None = None,
+        packed: PackedBatch | None = None,
     ) -> ReductionOutput:
-        """Merge ``x`` ``(B, L, D)`` into ``(B, L - r, D)``.
+        """Merge ``x`` ``(B, L, D)`` into ``(B, L - r, D)``, or packed ``x`` ``(T, D)`` per sequence.
 
         Args:
-            x: ``(B, L, D)`` padded tokens, prefix tokens first.
-            sizes: ``(B, L, 1)`` sizes from earlier merges; ``None`` means all ones.
-            metric: ``(B, L, C)`` similarity features (e.g. attention keys); defaults to ``x``.
+            x: ``(B, L, D)`` padded tokens, prefix tokens first; or packed ``(T, D)`` with ``packed``.
+            sizes: ``(B, L, 1)`` / ``(T, 1)`` sizes from earlier merges; ``None`` means all ones.
+            metric: ``(B, L, C)`` / ``(T, C)`` similarity features (e.g. attention keys); defaults to ``x``.
+            packed: the boundaries of packed ``x``: every sequence merges ``min(r, (L_i - P) // 2)`` tokens
+                and the result is :func:`~longseq.core.reduction.token_merging_packed`'s ``VarlenOutput``.
         """
+        if packed is not None:
+            return token_merging_packed(x, packed, self.r, self.num_prefix_tokens, sizes=sizes, metric=metric)
         if x.dim() != 3:
             raise ValueError(f"x must be padded (B, L, D), got shape {tuple(x.shape)}")
         if metric is None:
