@@ -30,6 +30,7 @@ declare -A JOBS=(
   [genomics_context]="python3 scripts/genomics_results.py --contexts 1024 8192 --pretrain-time 00:00:03:20 --skip-finetune --workdir /tmp/genomics_ctx --out $out/results --tag 'context-{slug}'"
   [genomics_cv]="python3 scripts/genomics_results.py --skip-pretrain --skip-finetune --promoter-folds 5 --promoter-epochs 10 --promoter-time 00:00:01:15 --workdir /tmp/genomics_cv --out $out/results --tag 'promoters-cv-{slug}'"
   [forecasting96]="python3 -m benchmarks.forecasting --datasets etth1 --models dlinear patchtst informer --lookback 96 --num-workers 4 --accelerator gpu --out $out/results --tag etth1-96"
+  [tokred]="$PYTEST -v tests/kernels/test_token_merge.py -m gpu; python3 -m benchmarks.token_reduction --models vit_b16 vit_l16 --deadline 400 --out $out/results || LONGSEQ_TOME_KERNELS=0 python3 -m benchmarks.token_reduction --models vit_b16 --deadline 200 --out $out/results"
   [bench_mamba]="python3 -m benchmarks.run mamba"
   [bench_attn]="python3 -m benchmarks.run flash_attn attention"
   [bench_flash]="python3 -m benchmarks.run flash_attn"
