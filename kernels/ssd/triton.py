@@ -41,9 +41,11 @@ CHUNK_SIZES = (16, 32, 64, 128, 256)
 MAX_HEADDIM = 256
 MAX_DSTATE = 256
 #: Warps of the two intra-chunk backward kernels; ``None``: 8 for state tiles of 4K elements and more,
-#: else 4. On Hopper with Triton 3.6, 8 warps over small tiles (P=32, N=16) miscompiled: wrong dC and
-#: dt gradients from run to run and an illegal memory access in fp16 (seen on H200; the same class of
-#: bug as flash-linear-attention's Hopper restrictions on num_warps).
+#: else 2. On Hopper with Triton 3.6 (H200), small tiles miscompiled with more warps: P=32, N=16 gave
+#: wrong dC/dt gradients from run to run and an illegal memory access in fp16 with 8 warps, and P=64,
+#: N=32 an illegal memory access with 4 or 8; 2 warps were correct on every small shape tried
+#: (``scripts/ssd_hopper_check.py``), and 8 on the P=64, N=128 grid. The same class of bug as
+#: flash-linear-attention's Hopper restrictions on num_warps.
 BWD_WARPS: int | None = None
 
 
@@ -611,7 +613,7 @@ def ssd_bwd(
     bp, bn = _p2(P), _p2(N)
     blk = min(Q, 64 if bp * bn < 8192 else 32)
     stages = 2 if bp * bn * x.element_size() >= 65536 else 3  # as in ssd_fwd: shared memory of large states
-    warps = BWD_WARPS or (8 if bp * bn >= 4096 else 4)
+    warps = BWD_WARPS or (8 if bp * bn >= 4096 else 2)
     n_blocks = nc * (Q // blk)
     hpg = H // G
     splits = _head_splits(batch, G, hpg, n_blocks, num_programs_hint(dev))
