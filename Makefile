@@ -5,9 +5,9 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.longseq-installed
 LOCK := requirements/lock.txt
-# Kernels run compiled on an NVIDIA GPU and in Triton's CPU interpreter elsewhere.
-TRITON_INTERPRET ?= $(shell command -v nvidia-smi >/dev/null 2>&1 && echo 0 || echo 1)
-export TRITON_INTERPRET
+# Kernels run compiled on an NVIDIA GPU. The CPU test-suite runs them in Triton's interpreter
+# (tests/conftest.py sets TRITON_INTERPRET=1 when there is no GPU); the demo and the apps do not, since
+# without a GPU the kernels take their PyTorch reference paths, which are much faster than interpreting.
 PYTEST_ARGS ?=
 # gpu-test and bench run on the device machine, which has torch/triton but no network: they use the
 # venv when there is one and the system python3 otherwise (see CONTRIBUTING.md, "GPU runs").
