@@ -271,6 +271,7 @@ def probsparse_speedups(records: list[Record], full_name: str) -> list[dict[str,
 
 
 def _mem_ratio(full: Record, sparse: Record) -> float | None:
+    """``full peak / ProbSparse peak`` (below 1: ProbSparse needs more memory)."""
     a, b = full.extra.get("peak_mem_gib"), sparse.extra.get("peak_mem_gib")
     return None if not a or not b else a / b
 
