@@ -97,6 +97,21 @@ def _device_name(trainer: Any) -> str:
     return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
 
 
+def _public_args(argv: list[str]) -> list[str]:
+    """The command line without the values of ``--out``/``--workdir`` (machine paths stay out of results)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+            continue
+        if arg in ("--out", "--workdir"):
+            skip = True
+            continue
+        if not arg.startswith(("--out=", "--workdir=")):
+            out.append(arg)
+    return out
+
+
 def _cell(value: Any) -> str:
     return "" if value is None else f"{value:.3f}" if isinstance(value, float) else str(value)
 
@@ -179,20 +194,24 @@ def main(argv: list[str] | None = None) -> int:
     if not entries:
         parser.error("no table entry matches the filters")
     workdir = Path(args.workdir or tempfile.mkdtemp(prefix="longseq-forecasting-"))
-    rows = []
-    for entry in entries:
-        print(f"== {config_name(*entry)}", flush=True)
-        rows.append(run_one(entry, workdir, max_epochs=args.max_epochs, seed=args.seed,
-                            accelerator=args.accelerator, devices=args.devices, num_workers=args.num_workers))  # fmt: skip
-        print(f"   test mse {rows[-1]['mse']:.4f} mae {rows[-1]['mae']:.4f} ({rows[-1]['seconds']} s)", flush=True)
     tag = args.tag or ("cuda" if torch.cuda.is_available() else "cpu")
     meta = {
         "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "git_commit": _git_commit(), "torch": torch.__version__, "python": platform.python_version(),
-        "command": "python -m benchmarks.forecasting " + " ".join(sys.argv[1:] if argv is None else argv),
+        "command": "python -m benchmarks.forecasting " + " ".join(_public_args(sys.argv[1:] if argv is None else argv)),
         "data": "$LONGSEQ_DATA" if os.environ.get("LONGSEQ_DATA") else "(default root)",  # no machine paths in results
     }  # fmt: skip
-    for path in write_outputs(rows, resolve_out_dir(args.out), tag, meta):
+    rows: list[dict[str, Any]] = []
+    for i, entry in enumerate(entries):
+        print(f"== {config_name(*entry)}", flush=True)
+        rows.append(run_one(entry, workdir, max_epochs=args.max_epochs, seed=args.seed,
+                            accelerator=args.accelerator, devices=args.devices, num_workers=args.num_workers))  # fmt: skip
+        print(f"   test mse {rows[-1]['mse']:.4f} mae {rows[-1]['mae']:.4f} ({rows[-1]['seconds']} s)", flush=True)
+        # rewritten after every entry, so a run stopped by a time limit keeps what it finished
+        done = i + 1 == len(entries)
+        partial = {} if done else {"note": f"partial: {i + 1} of {len(entries)} entries finished"}
+        paths = write_outputs(rows, resolve_out_dir(args.out), tag, {**meta, **partial})
+    for path in paths:
         print(f"wrote {path}")
     return 0
 

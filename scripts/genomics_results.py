@@ -138,26 +138,34 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     torch.set_float32_matmul_precision("high")
     work = Path(args.workdir)
     info = device_info()
-    pre = (
-        []
-        if args.skip_pretrain
-        else [pretrain(c, work, args.pretrain_time, args.tokens_per_batch, args.backbone) for c in args.contexts]
-    )
-    fine = []
+    tag = (args.tag or "{slug}").format(slug=info.get("slug", "device"))
+    out = Path(args.out) / f"genomics-{tag}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    payload: dict[str, Any] = {"name": "genomics", "device": info, "pretrain": [], "ienhancer": [], "args": vars(args)}
+
+    def save() -> None:  # after every run, so a job stopped by a time limit keeps what it finished
+        out.write_text(json.dumps(payload, indent=2) + "\n")
+
+    if not args.skip_pretrain:
+        for context in args.contexts:
+            payload["pretrain"].append(
+                pretrain(context, work, args.pretrain_time, args.tokens_per_batch, args.backbone)
+            )
+            save()
     if not args.skip_finetune:
-        fine.append(finetune(work, args.finetune_time, None, args.backbone, 1024))
-        if pre:
+        payload["ienhancer"].append(finetune(work, args.finetune_time, None, args.backbone, 1024))
+        save()
+        if pre := payload["pretrain"]:
             start = next((p for p in pre if p["context"] == 1024), pre[0])
-            fine.append(finetune(work, args.finetune_time, start["pretrained"], args.backbone, start["context"]))
-    payload = {"name": "genomics", "device": info, "pretrain": pre, "ienhancer": fine, "args": vars(args)}
+            payload["ienhancer"].append(
+                finetune(work, args.finetune_time, start["pretrained"], args.backbone, start["context"])
+            )
+            save()
     if args.promoter_folds:
         payload["human_nontata_promoters_cv"] = crossval(
             work, args.promoter_time, args.promoter_folds, args.promoter_epochs, args.backbone
         )
-    tag = (args.tag or "{slug}").format(slug=info.get("slug", "device"))
-    out = Path(args.out) / f"genomics-{tag}.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(payload, indent=2) + "\n")
+    save()
     print(json.dumps(payload, indent=2))
     return payload
 
