@@ -9,7 +9,8 @@ input (``TokenMerging(..., packed=...)``) runs per sequence in ``packed.py``.
 
 On CUDA (and under ``TRITON_INTERPRET=1``) padded matching and merging run the fused Triton kernels of
 ``longseq.kernels.token_merge`` (same decisions, same order, fp32 sums); the PyTorch code below is the
-fallback: CPU tensors, fp64, a :class:`Merge` built by hand, and every :func:`merge_wavg` that autograd
+fallback (its matching is the kernels' reference, ``kernels/token_merge/reference.py``): CPU tensors, fp64,
+a :class:`Merge` built by hand, and every :func:`merge_wavg` that autograd
 records (grad mode on and ``x`` or ``sizes`` requiring grad; the merge kernel has no backward). The
 environment variable ``LONGSEQ_TOME_KERNELS=0`` turns the kernels off (for A/B timing).
 """
@@ -28,6 +29,7 @@ from longseq.core.reduction.base import ReductionOutput
 from longseq.core.reduction.packed import token_merging_packed
 from longseq.kernels._common import FLOAT_DTYPES, use_triton
 from longseq.kernels.token_merge import MergePlan, bipartite_match, merge_weighted
+from longseq.kernels.token_merge.reference import bipartite_merge_map_ref, clip_r
 
 
 @dataclass
@@ -88,39 +90,13 @@ def bipartite_soft_matching(metric: torch.Tensor, r: int, num_prefix_tokens: int
         raise ValueError(f"metric must be (B, L, C), got shape {tuple(metric.shape)}")
     if r < 0:
         raise ValueError(f"r must be >= 0, got {r}")
-    B, L, _ = metric.shape
+    L = metric.shape[1]
     _check_prefix(num_prefix_tokens, L)
     if _use_kernels(metric) and metric.shape[-1] > 0:
         plan = bipartite_match(metric, r, num_prefix_tokens)
         return Merge(merge_map=plan.merge_map, out_len=plan.out_len, plan=plan)
-    P = num_prefix_tokens
-    n_a, n_b = (L - P + 1) // 2, (L - P) // 2
-    r = min(r, (L - P) // 2)
-    device = metric.device
-    arange_b = torch.arange(n_b, device=device)
-    with torch.no_grad():
-        m = metric.float()
-        m = m / m.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-        a, b = m[:, P::2], m[:, P + 1 :: 2]  # (B, n_a, C), (B, n_b, C)
-        if r > 0:
-            scores = a @ b.transpose(-1, -2)  # (B, n_a, n_b)
-            node_max, node_idx = scores.max(dim=-1)  # (B, n_a)
-            order = node_max.argsort(dim=-1, descending=True, stable=True)  # (B, n_a)
-            src_idx = order[:, :r]  # (B, r) a tokens that merge
-            unm_idx = order[:, r:].sort(dim=-1).values  # (B, n_a - r) a tokens kept, in input order
-            dst_idx = node_idx.gather(1, src_idx)  # (B, r) their b matches
-        else:
-            src_idx = dst_idx = torch.empty(B, 0, dtype=torch.long, device=device)
-            unm_idx = torch.arange(n_a, device=device).expand(B, -1)
-        n_unm = n_a - r
-        target_a = torch.empty(B, n_a, dtype=torch.long, device=device)
-        target_a.scatter_(1, unm_idx, (P + torch.arange(n_unm, device=device)).expand(B, -1).contiguous())
-        target_a.scatter_(1, src_idx, P + n_unm + dst_idx)
-        merge_map = torch.empty(B, L, dtype=torch.long, device=device)
-        merge_map[:, :P] = torch.arange(P, device=device)
-        merge_map[:, P::2] = target_a
-        merge_map[:, P + 1 :: 2] = P + n_unm + arange_b
-    return Merge(merge_map=merge_map, out_len=L - r)
+    merge_map = bipartite_merge_map_ref(metric, r, num_prefix_tokens)
+    return Merge(merge_map=merge_map, out_len=L - clip_r(r, L, num_prefix_tokens))
 
 
 def merge_wavg(merge: Merge, x: torch.Tensor, sizes: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:

@@ -52,6 +52,15 @@ def plan_from_merge_map(merge_map: torch.Tensor, out_len: int) -> MergePlan:
 
 def bipartite_match_ref(metric: torch.Tensor, r: int, num_prefix_tokens: int = 1) -> MergePlan:
     """ToMe's bipartite soft matching in fp32 (see the module docstring); ``r`` is clipped first."""
+    L = metric.shape[1]
+    return plan_from_merge_map(
+        bipartite_merge_map_ref(metric, r, num_prefix_tokens), L - clip_r(r, L, num_prefix_tokens)
+    )
+
+
+def bipartite_merge_map_ref(metric: torch.Tensor, r: int, num_prefix_tokens: int = 1) -> torch.Tensor:
+    """The int64 ``(B, L)`` merge map of ToMe's matching in fp32 (the PyTorch path of
+    ``longseq.core.reduction.bipartite_soft_matching``); no gradient flows through it."""
     B, L, _ = metric.shape
     P = num_prefix_tokens
     n_a = (L - P + 1) // 2
@@ -76,7 +85,7 @@ def bipartite_match_ref(metric: torch.Tensor, r: int, num_prefix_tokens: int = 1
     merge_map[:, :P] = torch.arange(P, device=device)
     merge_map[:, P::2] = target_a
     merge_map[:, P + 1 :: 2] = P + n_unm + torch.arange((L - P) // 2, device=device)
-    return plan_from_merge_map(merge_map, L - r)
+    return merge_map
 
 
 def merge_weighted_ref(
