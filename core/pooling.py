@@ -31,7 +31,7 @@ from torch import nn
 from longseq.core.attention import attention
 from longseq.core.packing import PackedBatch, packed_to_pad, segment_ids, segment_mean, segment_softmax, segment_sum
 from longseq.core.reduction.base import ReductionOutput, compose_merge_maps
-from longseq.core.reduction.prune import (
+from longseq.core.reduction.varlen import (
     VarlenOutput,
     _acc_sizes,
     _check_mask,

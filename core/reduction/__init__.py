@@ -47,7 +47,6 @@ from longseq.core.reduction.packed import (
 from longseq.core.reduction.prune import (
     AttentiveTokenPruning,
     LearnedTokenPruning,
-    VarlenOutput,
     attention_received,
     attentive_prune,
     attentive_prune_packed,
@@ -55,6 +54,7 @@ from longseq.core.reduction.prune import (
     evit_num_kept,
     ltp_regularization_loss,
 )
+from longseq.core.reduction.varlen import VarlenOutput
 
 _TIMM_NAMES = ("EViTState", "ToMeState", "apply_token_reduction", "remove_token_reduction")
 

@@ -33,7 +33,7 @@ from longseq.core.packing.batch import (
     segment_ids,
     validate_cu_seqlens,
 )
-from longseq.core.reduction.prune import (
+from longseq.core.reduction.varlen import (
     VarlenOutput,
     _acc_sizes,
     _check_packed,
