@@ -25,9 +25,19 @@ from benchmarks.common import device_info
 from longseq.apps.genomics.cli import GenomicsCLI, config_path
 
 
-def _cli(config: str, overrides: list[str]) -> GenomicsCLI:
-    # no progress bar: the log of a batch run stays readable
-    return GenomicsCLI(args=["--config", str(config_path(config)), *overrides], run=False, trainer_defaults={})
+def _cli(config: str, root: Path, backbone: str, max_len: int, max_time: str, *overrides: str) -> GenomicsCLI:
+    """A shipped config with the run folder, backbone, context and time budget of this script, plus
+    ``overrides``; no progress bar, so a batch run's log stays readable."""
+    args = [
+        "--config", str(config_path(config)),
+        f"--model.init_args.backbone={backbone}",
+        f'--model.init_args.backbone_kwargs={{"max_len": {max_len}}}',
+        f"--trainer.max_time={max_time}",
+        f"--trainer.default_root_dir={root}",
+        f"--trainer.logger.init_args.save_dir={root}",
+        *overrides,
+    ]  # fmt: skip
+    return GenomicsCLI(args=args, run=False, trainer_defaults={})
 
 
 def _metrics(results: list[dict[str, float]]) -> dict[str, float]:
@@ -39,17 +49,9 @@ def pretrain(context: int, workdir: Path, max_time: str, tokens_per_batch: int, 
     root = workdir / f"pretrain_{backbone}_{context}"
     batch = max(1, tokens_per_batch // context)
     cli = _cli(
-        "pretrain_ecoli_hyena_1k.yaml",
-        [
-            f"--data.init_args.window={context}",
-            f"--data.init_args.batch_size={batch}",
-            f"--model.init_args.backbone={backbone}",
-            f'--model.init_args.backbone_kwargs={{"max_len": {context}}}',
-            f"--trainer.max_time={max_time}",
-            f"--trainer.default_root_dir={root}",
-            f"--trainer.logger.init_args.save_dir={root}",
-        ],
-    )
+        "pretrain_ecoli_hyena_1k.yaml", root, backbone, context, max_time,
+        f"--data.init_args.window={context}", f"--data.init_args.batch_size={batch}",
+    )  # fmt: skip
     t0 = time.perf_counter()
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     seconds = time.perf_counter() - t0
@@ -70,16 +72,8 @@ def finetune(workdir: Path, max_time: str, pretrained: str | None, backbone: str
     """Fine-tune on iEnhancer layer 1; accuracy / MCC / AUROC on the independent test set."""
     name = "scratch" if pretrained is None else "pretrained"
     root = workdir / f"ienhancer_{name}"
-    overrides = [
-        f"--model.init_args.backbone={backbone}",
-        f'--model.init_args.backbone_kwargs={{"max_len": {max_len}}}',
-        f"--trainer.max_time={max_time}",
-        f"--trainer.default_root_dir={root}",
-        f"--trainer.logger.init_args.save_dir={root}",
-    ]
-    if pretrained is not None:
-        overrides.append(f"--model.init_args.pretrained={pretrained}")
-    cli = _cli("finetune_ienhancer.yaml", overrides)
+    start = () if pretrained is None else (f"--model.init_args.pretrained={pretrained}",)
+    cli = _cli("finetune_ienhancer.yaml", root, backbone, max_len, max_time, *start)
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     test = _metrics(cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="best", verbose=False))
     return {"init": name, "epochs": cli.trainer.current_epoch, **{k: round(v, 4) for k, v in test.items()}}
@@ -93,19 +87,10 @@ def crossval(workdir: Path, max_time: str, folds: int, epochs: int, backbone: st
     for k in range(folds):
         root = workdir / f"promoters_fold{k}"
         cli = _cli(
-            "finetune_ienhancer.yaml",
-            [
-                "--data.init_args.source=human_nontata_promoters",
-                f"--data.init_args.folds={folds}",
-                f"--data.init_args.fold={k}",
-                f"--model.init_args.backbone={backbone}",
-                '--model.init_args.backbone_kwargs={"max_len": 1024}',
-                f"--trainer.max_epochs={epochs}",
-                f"--trainer.max_time={max_time}",
-                f"--trainer.default_root_dir={root}",
-                f"--trainer.logger.init_args.save_dir={root}",
-            ],
-        )
+            "finetune_ienhancer.yaml", root, backbone, 1024, max_time,
+            "--data.init_args.source=human_nontata_promoters", f"--data.init_args.folds={folds}",
+            f"--data.init_args.fold={k}", f"--trainer.max_epochs={epochs}",
+        )  # fmt: skip
         cli.trainer.fit(cli.model, datamodule=cli.datamodule)
         val = _metrics(cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False))
         per_fold.append(
