@@ -511,6 +511,13 @@ def _d_strides(D: torch.Tensor | None) -> tuple[int, int]:
     return (D.stride(0), 0) if D.dim() == 1 else (D.stride(0), D.stride(1))
 
 
+def _large_state(bp: int, bn: int, x: torch.Tensor) -> bool:
+    """Whether a ``(bp, bn)`` state tile of ``x``'s element size needs fewer pipeline stages (and, forward, a
+    shorter time block) to stay inside the H100's 227 KiB of shared memory: 64 KiB tiles and more (fp32,
+    P=128, N=256 asked 241 KiB with the defaults)."""
+    return bp * bn * x.element_size() >= 65536
+
+
 def ssd_fwd(
     x: torch.Tensor,
     dt: torch.Tensor,
@@ -534,9 +541,7 @@ def ssd_fwd(
     out = torch.empty(batch, L, H, P, dtype=x.dtype, device=x.device)
     y_pre = torch.empty_like(out) if z is not None else None
     bp, bn = min(_p2(P), 64), _p2(N)
-    # Large states (P x N tiles of 16K elements and more) need a shorter time block and one fewer
-    # pipeline stage to stay inside the H100's 227 KiB of shared memory (fp32, P=128, N=256 asked 241 KiB).
-    big = bp * bn * x.element_size() >= 65536
+    big = _large_state(bp, bn, x)
     block_t = min(Q, 32 if big else 64)
     seq, s_sb, s_sl = _seq_args(seq_idx, x)
     z_strides = z.stride() if z is not None else (0, 0, 0, 0)
@@ -612,7 +617,7 @@ def ssd_bwd(
     # Intra-chunk gradients.
     bp, bn = _p2(P), _p2(N)
     blk = min(Q, 64 if bp * bn < 8192 else 32)
-    stages = 2 if bp * bn * x.element_size() >= 65536 else 3  # as in ssd_fwd: shared memory of large states
+    stages = 2 if _large_state(bp, bn, x) else 3
     warps = BWD_WARPS or (8 if bp * bn >= 4096 else 2)
     n_blocks = nc * (Q // blk)
     hpg = H // G
