@@ -29,6 +29,7 @@ Models and training:
 
 from longseq.apps.genomics import models as _models  # noqa: F401  (registers the DNA models)
 from longseq.apps.genomics.alphabet import SequenceError, SequenceWarning, normalize_sequence, reverse_complement
+from longseq.apps.genomics.callbacks import ExportPretrained, SequenceLengthWarmup
 from longseq.apps.genomics.checkpoint import PretrainedInfo, load_pretrained, save_pretrained
 from longseq.apps.genomics.collate import PadCollate
 from longseq.apps.genomics.datamodule import GenomeLMDataModule, SequenceClassificationDataModule
@@ -36,13 +37,7 @@ from longseq.apps.genomics.datasets import GenomeWindowDataset, SequenceClassifi
 from longseq.apps.genomics.fasta import ReadReport, ReadResult, SequenceRecord, read_fasta, read_fastq, read_sequences
 from longseq.apps.genomics.markov import MarkovModel
 from longseq.apps.genomics.models import dna_classifier, model_context
-from longseq.apps.genomics.module import (
-    CausalLMModule,
-    ClassificationModule,
-    ExportPretrained,
-    GenomicsModule,
-    SequenceLengthWarmup,
-)
+from longseq.apps.genomics.module import CausalLMModule, ClassificationModule, GenomicsModule
 from longseq.apps.genomics.pipeline import GenomicsPipeline, ScoreResult, plan_windows
 from longseq.apps.genomics.sources import load_ecoli_k12, load_human_nontata_promoters, load_ienhancer
 from longseq.apps.genomics.splits import kfold_splits

@@ -4,7 +4,7 @@
   or the user's FASTA files); the last ``val_fraction`` of every record is held out for validation
   (and test); random or strided training windows, reverse-complement augmentation, and
   :meth:`~GenomeLMDataModule.set_window` to change the window length between epochs (used by
-  :class:`~longseq.apps.genomics.module.SequenceLengthWarmup`, HyenaDNA's warm-up).
+  :class:`~longseq.apps.genomics.callbacks.SequenceLengthWarmup`, HyenaDNA's warm-up).
 * :class:`SequenceClassificationDataModule`: iEnhancer (FASTA per class), human_nontata_promoters,
   a ``seq,label`` CSV, FASTA files per class or a FASTA plus an ``id,label`` table; a stratified
   validation fold (``folds``/``fold`` for k-fold cross-validation) and a test split.
