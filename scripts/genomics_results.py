@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 from typing import Any
@@ -44,13 +45,51 @@ def _metrics(results: list[dict[str, float]]) -> dict[str, float]:
     return {k: float(v) for r in results for k, v in r.items()}
 
 
-def pretrain(context: int, workdir: Path, max_time: str, tokens_per_batch: int, backbone: str) -> dict[str, Any]:
-    """Pretrain ``backbone`` on E. coli with windows of ``context``; the held-out bits/base."""
+#: Position bins (first position, end) within a held-out window for the bits/base-by-context curve.
+POSITION_BINS = (0, 64, 256, 1024, 4096, 8192, 16384, 32768, 65536, 131072)
+
+
+@torch.no_grad()
+def bits_by_position(module: Any, loader: Any, context: int) -> list[dict[str, float]]:
+    """Held-out bits/base of the tokens at positions ``[lo, hi)`` of their window, per bin of
+    :data:`POSITION_BINS` up to ``context``: a token at position ``p`` is predicted from ``p`` bases
+    of context, so a falling curve means the model uses the longer context."""
+    module.eval()
+    edges = [b for b in POSITION_BINS if b < context] + [context]
+    sums = torch.zeros(len(edges) - 1, dtype=torch.float64)
+    counts = torch.zeros_like(sums)
+    bins = None
+    for batch in loader:
+        batch = {k: v.to(module.device) for k, v in batch.items()}
+        with torch.autocast(module.device.type, dtype=torch.bfloat16, enabled=module.device.type == "cuda"):
+            nll, valid = module.token_nll(batch)  # (B, L) nats
+        if bins is None or bins.numel() != nll.shape[1]:
+            pos = torch.arange(nll.shape[1], device=nll.device)
+            bins = torch.bucketize(pos, torch.tensor(edges[1:], device=nll.device), right=True)  # (L,)
+        b = bins.expand_as(nll)[valid]
+        sums += (
+            torch.zeros(len(sums), device=nll.device, dtype=torch.float64).index_add_(0, b, nll[valid].double()).cpu()
+        )
+        counts += torch.bincount(b, minlength=len(sums)).double().cpu()
+    return [
+        {"from": lo, "to": hi, "tokens": int(n), "bits_per_base": round(float(s / n) / math.log(2), 4)}
+        for lo, hi, s, n in zip(edges[:-1], edges[1:], sums, counts)
+        if n > 0
+    ]
+
+
+def pretrain(
+    context: int, workdir: Path, max_time: str, tokens_per_batch: int, backbone: str, max_steps: int | None
+) -> dict[str, Any]:
+    """Pretrain ``backbone`` on E. coli with windows of ``context``; the held-out bits/base, overall and
+    by position in the window. ``max_steps`` fixes the number of steps (the same tokens for every
+    context, the cosine schedule spanning them); ``max_time`` stays a safety limit."""
     root = workdir / f"pretrain_{backbone}_{context}"
     batch = max(1, tokens_per_batch // context)
+    steps = () if max_steps is None else (f"--trainer.max_steps={max_steps}", "--trainer.max_epochs=-1")
     cli = _cli(
         "pretrain_ecoli_hyena_1k.yaml", root, backbone, context, max_time,
-        f"--data.init_args.window={context}", f"--data.init_args.batch_size={batch}",
+        f"--data.init_args.window={context}", f"--data.init_args.batch_size={batch}", *steps,
     )  # fmt: skip
     t0 = time.perf_counter()
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
@@ -61,22 +100,64 @@ def pretrain(context: int, workdir: Path, max_time: str, tokens_per_batch: int, 
         "context": context,
         "batch_size": batch,
         "steps": cli.trainer.global_step,
+        "tokens_seen": cli.trainer.global_step * batch * context,
         "train_seconds": round(seconds, 1),
         "val_bits_per_base": val.get("val/bpb"),
         "val_perplexity": val.get("val/ppl"),
+        "val_bits_by_position": bits_by_position(cli.model, cli.datamodule.val_dataloader(), context),
         "pretrained": str(root / "pretrained"),
     }
 
 
-def finetune(workdir: Path, max_time: str, pretrained: str | None, backbone: str, max_len: int) -> dict[str, Any]:
-    """Fine-tune on iEnhancer layer 1; accuracy / MCC / AUROC on the independent test set."""
+def _scores(probs: torch.Tensor, labels: torch.Tensor) -> dict[str, float]:
+    """Accuracy, MCC and AUROC of positive-class probabilities ``(N,)`` against labels ``(N,)``."""
+    from torchmetrics.functional.classification import binary_accuracy, binary_auroc, binary_matthews_corrcoef
+
+    return {
+        "test/acc": round(float(binary_accuracy(probs, labels)), 4),
+        "test/mcc": round(float(binary_matthews_corrcoef(probs, labels)), 4),
+        "test/auroc": round(float(binary_auroc(probs, labels)), 4),
+    }
+
+
+def finetune(
+    workdir: Path, max_time: str, pretrained: str | None, backbone: str, max_len: int, seeds: list[int], rc: bool
+) -> dict[str, Any]:
+    """Fine-tune on iEnhancer layer 1 once per seed (the checkpoint with the best validation MCC of
+    each run is kept); accuracy / MCC / AUROC of each on the independent test set, and of the ensemble
+    (the mean of the seeds' test probabilities), each scored on the given strand and strand-averaged
+    (``rc_average``). ``rc`` picks the headline (declared before the run) and the validation scoring."""
     name = "scratch" if pretrained is None else "pretrained"
-    root = workdir / f"ienhancer_{name}"
     start = () if pretrained is None else (f"--model.init_args.pretrained={pretrained}",)
-    cli = _cli("finetune_ienhancer.yaml", root, backbone, max_len, max_time, *start)
-    cli.trainer.fit(cli.model, datamodule=cli.datamodule)
-    test = _metrics(cli.trainer.test(cli.model, datamodule=cli.datamodule, ckpt_path="best", verbose=False))
-    return {"init": name, "epochs": cli.trainer.current_epoch, **{k: round(v, 4) for k, v in test.items()}}
+    runs, probs, labels = [], {False: [], True: []}, None
+    for seed in seeds:
+        root = workdir / f"ienhancer_{name}_seed{seed}"
+        cli = _cli(
+            "finetune_ienhancer.yaml", root, backbone, max_len, max_time, *start,
+            f"--seed_everything={seed}", f"--model.init_args.rc_average={rc}",
+        )  # fmt: skip
+        cli.trainer.fit(cli.model, datamodule=cli.datamodule)
+        loader = cli.datamodule.test_dataloader()  # sets up the test split
+        y = torch.as_tensor(cli.datamodule.test_set.labels).long()
+        if labels is not None and not torch.equal(labels, y):
+            raise RuntimeError("the test set's labels differ between seeds; the ensemble would be wrong")
+        labels = y
+        run: dict[str, Any] = {"seed": seed, "epochs": cli.trainer.current_epoch}
+        for strands in (False, True):  # the same trained model, evaluated on one strand and on both
+            cli.model.hparams.rc_average = strands
+            out = cli.trainer.predict(cli.model, loader, ckpt_path="best")
+            p = torch.cat([o.float().cpu() for o in out])[:, 1]  # (N,) positive-class probability
+            probs[strands].append(p)
+            run["both_strands" if strands else "one_strand"] = _scores(p, y)
+        runs.append(run)
+    result: dict[str, Any] = {"init": name, "headline": "both_strands" if rc else "one_strand", "seeds": runs}
+    for key, strands in (("one_strand", False), ("both_strands", True)):
+        single = {k: [r[key][k] for r in runs] for k in ("test/acc", "test/mcc", "test/auroc")}
+        result[key] = {
+            "mean_of_seeds": {k: round(sum(v) / len(v), 4) for k, v in single.items()},
+            "ensemble": {"members": len(seeds), **_scores(torch.stack(probs[strands]).mean(0), labels)},
+        }
+    return result
 
 
 def crossval(workdir: Path, max_time: str, folds: int, epochs: int, backbone: str) -> dict[str, Any]:
@@ -111,7 +192,13 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--tokens-per-batch", type=int, default=65536)
     parser.add_argument("--pretrain-time", default="00:00:02:30", help="per context (DD:HH:MM:SS)")
     parser.add_argument("--finetune-time", default="00:00:01:30", help="per fine-tuning run")
+    parser.add_argument("--max-steps", type=int, default=None, help="pretraining steps per context (same tokens)")
     parser.add_argument("--skip-finetune", action="store_true", help="no iEnhancer fine-tuning")
+    parser.add_argument("--finetune-seeds", type=int, nargs="+", default=[0], help="one fine-tuning run per seed")
+    parser.add_argument(
+        "--finetune-init", nargs="+", choices=["scratch", "pretrained"], default=["scratch", "pretrained"]
+    )
+    parser.add_argument("--rc-average", action="store_true", help="strand-averaged iEnhancer evaluation")
     parser.add_argument("--skip-pretrain", action="store_true", help="no pretraining (fine-tuning from scratch only)")
     parser.add_argument("--promoter-folds", type=int, default=0, help="k-fold CV on human_nontata_promoters (0: skip)")
     parser.add_argument("--promoter-epochs", type=int, default=10)
@@ -134,16 +221,18 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not args.skip_pretrain:
         for context in args.contexts:
             payload["pretrain"].append(
-                pretrain(context, work, args.pretrain_time, args.tokens_per_batch, args.backbone)
+                pretrain(context, work, args.pretrain_time, args.tokens_per_batch, args.backbone, args.max_steps)
             )
             save()
     if not args.skip_finetune:
-        payload["ienhancer"].append(finetune(work, args.finetune_time, None, args.backbone, 1024))
-        save()
-        if pre := payload["pretrain"]:
+        seeds, rc = args.finetune_seeds, args.rc_average
+        if "scratch" in args.finetune_init:
+            payload["ienhancer"].append(finetune(work, args.finetune_time, None, args.backbone, 1024, seeds, rc))
+            save()
+        if (pre := payload["pretrain"]) and "pretrained" in args.finetune_init:
             start = next((p for p in pre if p["context"] == 1024), pre[0])
             payload["ienhancer"].append(
-                finetune(work, args.finetune_time, start["pretrained"], args.backbone, start["context"])
+                finetune(work, args.finetune_time, start["pretrained"], args.backbone, start["context"], seeds, rc)
             )
             save()
     if args.promoter_folds:

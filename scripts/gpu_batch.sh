@@ -27,6 +27,13 @@ declare -A JOBS=(
   [genomics_cv]="python3 scripts/genomics_results.py --skip-pretrain --skip-finetune --promoter-folds 5 --promoter-epochs 10 --promoter-time 00:00:01:15 --workdir /tmp/genomics_cv --out $out/results --tag 'promoters-cv-{slug}'"
   [forecasting96]="python3 -m benchmarks.forecasting --datasets etth1 --models dlinear patchtst informer --lookback 96 --num-workers 4 --accelerator gpu --out $out/results --tag etth1-96"
   [tokred]="$PYTEST -v tests/kernels/test_token_merge.py -m gpu; python3 -m benchmarks.token_reduction --models vit_b16 vit_l16 --deadline 400 --out $out/results || LONGSEQ_TOME_KERNELS=0 python3 -m benchmarks.token_reduction --models vit_b16 --deadline 200 --out $out/results"
+  [sweep_flash]="python3 scripts/kernel_sweep.py flash --out $out/results/sweep_flash.jsonl"
+  [sweep_scan_fft]="python3 scripts/kernel_sweep.py scan --out $out/results/sweep_scan.jsonl; python3 scripts/kernel_sweep.py fftconv --out $out/results/sweep_fftconv.jsonl"
+  # iEnhancer: 5 seeds from scratch and 5 from the 1K E. coli model, both strands scored (declared headline);
+  # both processes share one GPU (small models), with the SSD reference grid beside them.
+  [genomics_ienhancer]="python3 scripts/genomics_results.py --contexts 1024 --max-steps 3000 --pretrain-time 00:00:04:00 --finetune-time 00:00:01:15 --finetune-init pretrained --finetune-seeds 0 1 2 3 4 --rc-average --workdir /tmp/g1k --out $out/results --tag 'ctx1k-{slug}' & python3 scripts/genomics_results.py --skip-pretrain --finetune-init scratch --finetune-seeds 0 1 2 3 4 --finetune-time 00:00:01:15 --rc-average --workdir /tmp/gscratch --out $out/results --tag 'scratch-{slug}' & $PYTEST tests/kernels/test_ssd.py -k matches_reference & wait"
+  # E. coli at 8K and 32K with the 1K run's step count and tokens per step (same tokens seen), in parallel.
+  [genomics_long]="for c in 8192 32768; do python3 scripts/genomics_results.py --contexts \$c --max-steps 3000 --pretrain-time 00:00:08:00 --skip-finetune --workdir /tmp/glong --out $out/results --tag \"ctx\$c-{slug}\" & done; wait"
   [bench_mamba]="python3 -m benchmarks.run mamba"
   [bench_attn]="python3 -m benchmarks.run flash_attn attention"
   [bench_flash]="python3 -m benchmarks.run flash_attn"

@@ -7,13 +7,14 @@ optionally ``"labels"`` (a per-sequence class index); either every item has labe
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 
 from longseq.apps.genomics.tokenizer import DNATokenizer
+from longseq.core.packing import PackedBatch, packed_to_pad
 
-__all__ = ["PadCollate"]
+__all__ = ["PadCollate", "reverse_complement_batch"]
 
 
 def _split(items: Sequence[Mapping[str, torch.Tensor]]) -> tuple[list[torch.Tensor], torch.Tensor | None]:
@@ -63,3 +64,22 @@ class PadCollate:
         if labels is not None:
             batch["labels"] = labels
         return batch
+
+
+def reverse_complement_batch(
+    batch: PackedBatch | Mapping[str, torch.Tensor], tokenizer: DNATokenizer | None = None
+) -> PackedBatch | dict[str, torch.Tensor]:
+    """The same batch with every sequence reverse-complemented (special tokens stay in place).
+
+    Works on the two batch forms of the app: a :class:`~longseq.core.packing.PackedBatch` of token ids
+    (each packed sequence is reversed within its own boundaries) and a padded dict with ``input_ids``
+    ``(B, L)`` (padding is a special token, so it stays where it is). Labels and masks are unchanged.
+    """
+    tok = tokenizer or DNATokenizer()
+    if isinstance(batch, PackedBatch):
+        padded, mask = packed_to_pad(batch.x, batch.cu_seqlens, pad_value=tok.pad_id)  # (N, L)
+        rc = tok.reverse_complement_ids(padded)[mask]  # (T,) in packed order
+        return replace(batch, x=rc, check=False)
+    if "input_ids" not in batch:
+        raise KeyError(f"a padded batch needs 'input_ids'; keys: {sorted(batch)}")
+    return {**batch, "input_ids": tok.reverse_complement_ids(batch["input_ids"])}

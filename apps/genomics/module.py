@@ -26,6 +26,7 @@ from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import AUROC, Accuracy, MatthewsCorrCoef
 
+from longseq.apps.genomics.collate import reverse_complement_batch
 from longseq.apps.genomics.checkpoint import PretrainedInfo, load_pretrained, model_meta, save_pretrained
 from longseq.apps.genomics.datamodule import set_dataset_epoch
 from longseq.apps.genomics.models import dna_classifier, model_context
@@ -284,6 +285,9 @@ class ClassificationModule(GenomicsModule):
         unfreeze_at_epoch: with ``freeze_backbone``, train everything from this epoch on.
         class_weights: cross-entropy class weights: a list, ``"balanced"`` (``N / (C * n_c)`` from the
             training data) or None.
+        rc_average: at validation, test and prediction, average the class probabilities of each
+            sequence and of its reverse complement (both strands of the same DNA; training is unchanged,
+            use the data module's ``rc_prob`` to augment it).
         lr, weight_decay, betas, warmup_steps, schedule, min_lr_ratio: see :class:`GenomicsModule`.
     """
 
@@ -298,6 +302,7 @@ class ClassificationModule(GenomicsModule):
         freeze_backbone: bool = False,
         unfreeze_at_epoch: int | None = None,
         class_weights: list[float] | Literal["balanced"] | None = None,
+        rc_average: bool = False,
         lr: float = 1e-4,
         weight_decay: float = 0.1,
         betas: tuple[float, float] = (0.9, 0.999),
@@ -382,6 +387,14 @@ class ClassificationModule(GenomicsModule):
             return self.model(batch)
         return self.model(batch["input_ids"], mask=batch.get("attention_mask"))
 
+    def eval_probs(self, batch: PackedBatch | dict[str, torch.Tensor]) -> torch.Tensor:
+        """Class probabilities ``(N, num_classes)`` fp32 for evaluation: with ``rc_average``, the mean
+        of the sequence's and its reverse complement's."""
+        probs = self(batch).float().softmax(-1)
+        if self.hparams.rc_average:
+            probs = 0.5 * (probs + self(reverse_complement_batch(batch)).float().softmax(-1))
+        return probs
+
     def _labels(self, batch: PackedBatch | dict[str, torch.Tensor]) -> torch.Tensor:
         labels = batch.labels if isinstance(batch, PackedBatch) else batch.get("labels")
         if labels is None:
@@ -398,28 +411,26 @@ class ClassificationModule(GenomicsModule):
         self.log("train/acc", (logits.argmax(-1) == labels).float().mean(), batch_size=labels.shape[0])
         return loss
 
-    def _update(self, metrics: MetricCollection, logits: torch.Tensor, labels: torch.Tensor) -> None:
-        probs = logits.float().softmax(-1)
+    def _eval(self, batch: Any, metrics: MetricCollection, prefix: str) -> None:
+        probs, labels = self.eval_probs(batch), self._labels(batch)
+        loss = F.nll_loss(probs.clamp_min(1e-12).log(), labels, weight=self.class_weight)
+        self.log(f"{prefix}/loss", loss, prog_bar=prefix == "val", batch_size=labels.shape[0])
         metrics.update(probs[:, 1] if self.hparams.num_classes == 2 else probs, labels)
 
     def validation_step(self, batch: Any, batch_idx: int) -> None:
-        logits, labels = self(batch), self._labels(batch)
-        self.log("val/loss", self._loss(logits, labels), prog_bar=True, batch_size=labels.shape[0])
-        self._update(self.val_metrics, logits, labels)
+        self._eval(batch, self.val_metrics, "val")
 
     def on_validation_epoch_end(self) -> None:
         self.log_dict(self.val_metrics.compute(), prog_bar=True)
         self.val_metrics.reset()
 
     def test_step(self, batch: Any, batch_idx: int) -> None:
-        logits, labels = self(batch), self._labels(batch)
-        self.log("test/loss", self._loss(logits, labels), batch_size=labels.shape[0])
-        self._update(self.test_metrics, logits, labels)
+        self._eval(batch, self.test_metrics, "test")
 
     def on_test_epoch_end(self) -> None:
         self.log_dict(self.test_metrics.compute())
         self.test_metrics.reset()
 
     def predict_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-        """Class probabilities ``(N, num_classes)``."""
-        return self(batch).float().softmax(-1)
+        """Class probabilities ``(N, num_classes)`` (strand-averaged with ``rc_average``)."""
+        return self.eval_probs(batch)

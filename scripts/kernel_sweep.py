@@ -1,0 +1,223 @@
+"""Tuning sweeps for the kernels on a GPU: time each candidate configuration of a kernel's knobs on
+one fixed shape and print one JSON line per candidate (plus a per-kernel CUDA time breakdown of the
+default configuration from ``torch.profiler``). The winners become the module defaults in
+``kernels/<op>/triton.py`` / ``tuning.py``; the benchmarks then measure them against the baselines.
+
+    python scripts/kernel_sweep.py scan|flash|fftconv [--out FILE.jsonl]
+
+Every candidate is checked against the default configuration's output (max abs difference printed),
+so a configuration that compiles but computes something else is visible.
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import torch
+
+from benchmarks.common import bench, require_cuda
+
+
+def _emit(out: Any, **row: Any) -> None:
+    line = json.dumps(row)
+    print(line, flush=True)
+    if out is not None:
+        out.write(line + "\n")
+        out.flush()
+
+
+@contextmanager
+def _patched(module: Any, **values: Any) -> Iterator[None]:
+    old = {k: getattr(module, k) for k in values}
+    for k, v in values.items():
+        setattr(module, k, v)
+    try:
+        yield
+    finally:
+        for k, v in old.items():
+            setattr(module, k, v)
+
+
+def _profile(fn: Callable[[], Any], out: Any, what: str) -> None:
+    """CUDA time per kernel name over 5 calls of ``fn`` (after a warm-up)."""
+    fn()
+    torch.cuda.synchronize()
+    with torch.profiler.profile(activities=[torch.profiler.ProfilerActivity.CUDA]) as prof:
+        for _ in range(5):
+            fn()
+        torch.cuda.synchronize()
+    rows = sorted(prof.key_averages(), key=lambda e: -e.device_time_total)[:12]
+    for e in rows:
+        _emit(
+            out,
+            sweep=what,
+            profile=e.key[:80],
+            cuda_ms_per_call=round(e.device_time_total / 5e3, 4),
+            calls=e.count // 5,
+        )
+
+
+def _run(fn: Callable[[], Any], ref: torch.Tensor | None) -> tuple[float | None, float | None, str | None]:
+    try:
+        got = fn()
+        err = None if ref is None else float((got.float() - ref.float()).abs().max())
+        return bench(fn, warmup=5, rep=20), err, None
+    except Exception as e:  # a configuration that does not compile or fit: recorded, not fatal
+        return None, None, f"{type(e).__name__}: {str(e)[:160]}"
+
+
+def sweep_scan(out: Any) -> None:
+    from longseq.kernels.selective_scan import selective_scan_fn
+    from longseq.kernels.selective_scan import triton as tr
+
+    dev = require_cuda()
+    torch.manual_seed(0)
+    Bsz, D, N, L = 2, 1536, 16, 8192
+    bf = dict(device=dev, dtype=torch.bfloat16)
+    u, delta, z = (torch.randn(Bsz, D, L, **bf) for _ in range(3))
+    A = -(torch.rand(D, N, device=dev) + 0.5)
+    Bm, Cm = (torch.randn(Bsz, 1, N, L, **bf) for _ in range(2))
+    Dv, db = torch.randn(D, device=dev), torch.randn(D, device=dev)
+    leaves = [t.requires_grad_() for t in (u, delta, A, Bm, Cm, Dv, z, db)]
+    g = torch.randn(Bsz, D, L, **bf)
+
+    def fwd() -> torch.Tensor:
+        with torch.no_grad():
+            return selective_scan_fn(u, delta, A, Bm, Cm, Dv, z, db, delta_softplus=True)
+
+    def fwd_bwd() -> torch.Tensor:
+        for t in leaves:
+            t.grad = None
+        selective_scan_fn(u, delta, A, Bm, Cm, Dv, z, db, delta_softplus=True).backward(g)
+        return delta.grad
+
+    ref_y, ref_g = fwd(), fwd_bwd()
+    _profile(fwd_bwd, out, "scan-default")
+    for chunk, tile, warps in itertools.product((32, 64, 128, 256), (1024, 2048, 4096, 8192), (2, 4, 8)):
+        if chunk * 16 > tile:
+            continue
+        with _patched(tr, chunk_size=lambda L_, N_, c=chunk: min(c, max(2, 1 << (L_ - 1).bit_length()))):
+            with _patched(tr, FWD_TILE=tile, FWD_WARPS=warps):
+                ms, err, fail = _run(fwd, ref_y)
+                _emit(out, sweep="scan", pass_="fwd", chunk=chunk, tile=tile, warps=warps, ms=ms, err=err, fail=fail)
+            with _patched(tr, BWD_TILE=tile, BWD_WARPS=warps, FWD_TILE=tile):
+                ms, err, fail = _run(fwd_bwd, ref_g)
+                _emit(
+                    out, sweep="scan", pass_="fwd+bwd", chunk=chunk, tile=tile, warps=warps, ms=ms, err=err, fail=fail
+                )
+
+
+def _grid(ms: tuple[int, ...], ns: tuple[int, ...], ws: tuple[int, ...], ss: tuple[int, ...]) -> list[tuple[int, ...]]:
+    return list(itertools.product(ms, ns, ws, ss))
+
+
+#: kernel -> candidate (BLOCK_M, BLOCK_N, warps, stages); the backward kernels get the wide grids.
+_FLASH_GRID: dict[str, list[tuple[int, ...]]] = {
+    "fwd": [(128, 64, 8, 2), (128, 64, 8, 3), (128, 64, 8, 4), (128, 128, 8, 2), (128, 128, 8, 3), (128, 32, 4, 3),
+            (64, 64, 4, 3), (64, 128, 4, 2), (128, 64, 4, 3)],
+    "bwd_dkdv": _grid((16, 32, 64), (64, 128), (4, 8), (1, 2, 3)),
+    "bwd_dq": _grid((64, 128), (32, 64, 128), (4, 8), (2, 3)),
+}  # fmt: skip
+
+
+def _flash_case(out: Any, L: int, causal: bool) -> None:
+    import triton
+
+    from longseq.kernels.flash_attn import flash_attn_func, tuning
+
+    dev = require_cuda()
+    torch.manual_seed(0)
+    B, H, D = 16384 // L, 16, 128
+    q, k, v = (torch.randn(B, L, H, D, device=dev, dtype=torch.bfloat16, requires_grad=True) for _ in range(3))
+    g = torch.randn_like(q)
+
+    def step(det: bool) -> torch.Tensor:
+        for t in (q, k, v):
+            t.grad = None
+        flash_attn_func(q, k, v, causal=causal, deterministic=det).backward(g)
+        return k.grad
+
+    def fwd() -> torch.Tensor:
+        with torch.no_grad():
+            return flash_attn_func(q, k, v, causal=causal)
+
+    ref = step(True)
+    if L == 8192:
+        _profile(lambda: step(True), out, f"flash-det-L{L}-c{int(causal)}")
+        _profile(lambda: step(False), out, f"flash-atomic-L{L}-c{int(causal)}")
+    for name, grid in _FLASH_GRID.items():
+        fn, r = (fwd, fwd()) if name == "fwd" else (lambda: step(True), ref)
+        for bm, bn, w, s in grid:
+            tuning.FORCED_CONFIGS[name] = triton.Config({"BLOCK_M": bm, "BLOCK_N": bn}, num_warps=w, num_stages=s)
+            ms, err, fail = _run(fn, r)
+            _emit(out, sweep="flash", kernel=name, L=L, causal=causal, BLOCK_M=bm, BLOCK_N=bn, warps=w, stages=s,
+                  ms=ms, err=err, fail=fail)  # fmt: skip
+        tuning.FORCED_CONFIGS.pop(name, None)
+
+
+def sweep_flash(out: Any) -> None:
+    for L, causal in ((8192, True), (4096, False)):
+        _flash_case(out, L, causal)
+
+
+def sweep_fftconv(out: Any) -> None:
+    from longseq.kernels.fftconv import fftconv
+    from longseq.kernels.fftconv import triton as tr
+
+    dev = require_cuda()
+    torch.manual_seed(0)
+    B, D, L = 1, 256, 65536
+    x = torch.randn(B, D, L, device=dev, dtype=torch.bfloat16, requires_grad=True)
+    h = (torch.randn(D, L, device=dev) * torch.exp(-torch.arange(L, device=dev) / 2000.0)).requires_grad_()
+    Dv = torch.randn(D, device=dev, requires_grad=True)
+    g = torch.randn_like(x)
+
+    def fwd() -> torch.Tensor:
+        with torch.no_grad():
+            return fftconv(x, h, Dv)
+
+    def fwd_bwd() -> torch.Tensor:
+        for t in (x, h, Dv):
+            t.grad = None
+        fftconv(x, h, Dv).backward(g)
+        return x.grad
+
+    def torch_fft() -> torch.Tensor:
+        n = 2 * L
+        return torch.fft.irfft(torch.fft.rfft(x.float(), n=n) * torch.fft.rfft(h, n=n), n=n)[..., :L]
+
+    _emit(out, sweep="fftconv", baseline="torch_fft_fwd", ms=bench(torch_fft, warmup=5, rep=20))
+    ref_y, ref_g = fwd(), fwd_bwd()
+    _profile(fwd_bwd, out, "fftconv-default")
+    for row_max, row_warps, col_tile, col_warps in itertools.product(
+        (1024, 2048, 4096), (4, 8), (2048, 4096, 8192), (4, 8)
+    ):
+        warps = {**tr.ROW_WARPS, row_max: row_warps}
+        with _patched(tr, ROW_MAX=row_max, ROW_WARPS=warps, COL_TILE=col_tile, COL_WARPS=col_warps):
+            for pass_, fn, r in (("fwd", fwd, ref_y), ("fwd+bwd", fwd_bwd, ref_g)):
+                ms, err, fail = _run(fn, r)
+                _emit(out, sweep="fftconv", pass_=pass_, row_max=row_max, row_warps=row_warps, col_tile=col_tile,
+                      col_warps=col_warps, ms=ms, err=err, fail=fail)  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("what", choices=["scan", "flash", "fftconv"])
+    parser.add_argument("--out", default=None, help="also append the JSON lines to this file")
+    args = parser.parse_args(argv)
+    out = open(args.out, "a") if args.out else None  # noqa: SIM115
+    try:
+        {"scan": sweep_scan, "flash": sweep_flash, "fftconv": sweep_fftconv}[args.what](out)
+    finally:
+        if out is not None:
+            out.close()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
