@@ -7,10 +7,15 @@ Trains and tests every chosen (model, dataset, look-back, horizon) from the ship
 
     python -m benchmarks.forecasting --datasets etth1 --models dlinear --horizons 96 --lookback 336 96 --tag cpu
     python -m benchmarks.forecasting --max-epochs 1 --tag smoke          # the whole table, one epoch each
+    python -m benchmarks.forecasting merge --inputs a.csv b.csv --tag full --out DIR   # shards -> one table
 
 Each run is ``fit`` with early stopping on ``val/loss`` then ``test`` on the best checkpoint, every test
 window scored (see docs/timeseries.md). Runs go through the same LightningCLI as
 ``longseq-timeseries``; ``--accelerator``/``--devices`` pass through to the trainer.
+
+``merge`` joins the CSVs of several runs (e.g. one process per dataset/model, each with its own
+``--tag``) into the same CSV, markdown table and PNGs a single run of their union writes; a run present
+in two inputs, or a CSV with other columns, is an error.
 """
 
 from __future__ import annotations
@@ -129,7 +134,7 @@ def write_outputs(rows: list[dict[str, Any]], out_dir: Path, tag: str, meta: dic
     md += [
         "",
         "Test MSE / MAE on the normalised scale, every test window scored; published numbers from",
-        "`benchmarks/forecasting_published.py` (checked = taken from the issue).",
+        "`benchmarks/forecasting_published.py` (checked = read in the copy of the table named there).",
         "",
     ]
     md += ["| model | dataset | L | H | epochs | MSE | MAE | published MSE | published MAE | source | device |",
@@ -175,8 +180,101 @@ def plot(rows: list[dict[str, Any]], out_dir: Path, tag: str) -> list[Path]:
     return paths
 
 
+_INT_FIELDS = ("lookback", "horizon", "seed", "epochs_run", "max_epochs")
+_FLOAT_FIELDS = ("mse", "mae", "published_mse", "published_mae", "seconds")
+
+
+def _parse_cell(field: str, text: str, where: str) -> Any:
+    """A CSV cell back to the type :func:`run_one` wrote (empty = None)."""
+    if text == "":
+        if field in ("model", "dataset", "lookback", "horizon", "mse", "mae"):
+            raise ValueError(f"{where}: column {field!r} is empty; every result row needs it")
+        return None
+    try:
+        if field in _INT_FIELDS:
+            return int(text)
+        if field in _FLOAT_FIELDS:
+            return float(text)
+    except ValueError:
+        raise ValueError(f"{where}: column {field!r} = {text!r} is not a number") from None
+    if field == "published_checked":
+        if text not in ("True", "False"):
+            raise ValueError(f"{where}: column 'published_checked' = {text!r}, expected True or False")
+        return text == "True"
+    return text
+
+
+def read_rows(path: Path) -> list[dict[str, Any]]:
+    """The result rows of one ``forecasting-<tag>.csv``, typed as :func:`run_one` returns them."""
+    with Path(path).open(newline="") as handle:
+        reader = csv.DictReader(handle)
+        if tuple(reader.fieldnames or ()) != FIELDS:
+            raise ValueError(f"{path}: columns {reader.fieldnames} are not those of a forecasting CSV {list(FIELDS)}")
+        return [
+            {field: _parse_cell(field, row[field], f"{path} line {line}") for field in FIELDS}
+            for line, row in enumerate(reader, start=2)
+        ]
+
+
+def merge_rows(inputs: list[Path]) -> list[dict[str, Any]]:
+    """The union of the inputs' rows in table order; a run found twice is an error naming both files."""
+    seen: dict[tuple[str, str, int, int], Path] = {}
+    rows = []
+    for path in inputs:
+        for row in read_rows(path):
+            key = (row["model"], row["dataset"], row["lookback"], row["horizon"])
+            if key in seen:
+                raise ValueError(f"run {key} is in both {seen[key]} and {path}; merge each run once")
+            seen[key] = path
+            rows.append(row)
+    order = {entry: i for i, entry in enumerate(select(None, None, None, None))}
+
+    def table_order(row: dict[str, Any]) -> tuple:
+        run = (row["model"], row["dataset"], row["lookback"], row["horizon"])
+        return (order.get(run, len(order)), *run)  # runs no longer in the table go last
+
+    return sorted(rows, key=table_order)
+
+
+def merge_main(argv: list[str]) -> int:
+    """``merge --inputs A.csv B.csv ... --tag NAME [--out DIR]``."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.forecasting merge",
+                                     description="Merge several forecasting CSVs into one table (csv, md, png).")  # fmt: skip
+    parser.add_argument("--inputs", nargs="+", type=Path, required=True, help="forecasting-<tag>.csv files")
+    parser.add_argument("--tag", required=True, help="file tag of the merged outputs")
+    parser.add_argument("--out", default=None, help="output folder (default: benchmarks/results)")
+    args = parser.parse_args(argv)
+    missing = [str(p) for p in args.inputs if not p.is_file()]
+    if missing:
+        parser.error(f"input CSV not found: {', '.join(missing)}")
+    try:
+        rows = merge_rows(args.inputs)
+    except ValueError as err:
+        parser.error(str(err))
+    if not rows:
+        parser.error("the inputs hold no result rows")
+    out_dir = resolve_out_dir(args.out)
+    clash = [p for p in args.inputs if p.resolve() == (out_dir / f"forecasting-{args.tag}.csv").resolve()]
+    if clash:
+        parser.error(f"--tag {args.tag!r} would overwrite input {clash[0]}; choose another tag")
+    meta = {
+        "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "git_commit": _git_commit(),
+        "command": "python -m benchmarks.forecasting merge --inputs " + " ".join(p.name for p in args.inputs)
+        + f" --tag {args.tag}",
+        "merged_from": ", ".join(p.name for p in args.inputs),
+    }  # fmt: skip
+    for path in write_outputs(rows, out_dir, args.tag, meta):
+        print(f"wrote {path}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["merge"]:
+        return merge_main(argv[1:])
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0],
+                                     epilog="python -m benchmarks.forecasting merge --help: merge several runs' CSVs")  # fmt: skip
     parser.add_argument("--models", nargs="+", choices=sorted({m for m, _ in RUNS}), default=None)
     parser.add_argument("--datasets", nargs="+", choices=list(DATASETS), default=None)
     parser.add_argument("--lookback", nargs="+", type=int, default=None, help="336 (PatchTST protocol), 96 (TSLib)")
@@ -198,7 +296,7 @@ def main(argv: list[str] | None = None) -> int:
     meta = {
         "date_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "git_commit": _git_commit(), "torch": torch.__version__, "python": platform.python_version(),
-        "command": "python -m benchmarks.forecasting " + " ".join(_public_args(sys.argv[1:] if argv is None else argv)),
+        "command": "python -m benchmarks.forecasting " + " ".join(_public_args(argv)),
         "data": "$LONGSEQ_DATA" if os.environ.get("LONGSEQ_DATA") else "(default root)",  # no machine paths in results
     }  # fmt: skip
     rows: list[dict[str, Any]] = []
