@@ -26,8 +26,8 @@ from torch import nn
 from torchmetrics import MeanMetric, MetricCollection
 from torchmetrics.classification import AUROC, Accuracy, MatthewsCorrCoef
 
-from longseq.apps.genomics.collate import reverse_complement_batch
 from longseq.apps.genomics.checkpoint import PretrainedInfo, load_pretrained, model_meta, save_pretrained
+from longseq.apps.genomics.collate import reverse_complement_batch
 from longseq.apps.genomics.datamodule import set_dataset_epoch
 from longseq.apps.genomics.models import dna_classifier, model_context
 from longseq.core.backbone import SequenceBackbone
