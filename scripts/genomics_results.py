@@ -49,11 +49,22 @@ def _metrics(results: list[dict[str, float]]) -> dict[str, float]:
 POSITION_BINS = (0, 64, 256, 1024, 4096, 8192, 16384, 32768, 65536, 131072)
 
 
-@torch.no_grad()
-def bits_by_position(module: Any, loader: Any, context: int) -> list[dict[str, float]]:
+def bits_by_position(
+    module: Any, loader: Any, context: int, *, bf16: bool = True, inference_mode: bool = False
+) -> list[dict[str, float]]:
     """Held-out bits/base of the tokens at positions ``[lo, hi)`` of their window, per bin of
     :data:`POSITION_BINS` up to ``context``: a token at position ``p`` is predicted from ``p`` bases
-    of context, so a falling curve means the model uses the longer context."""
+    of context, so a falling curve means the model uses the longer context. ``bf16``: under bf16
+    autocast on CUDA, as the trainer's ``bf16-mixed``; ``inference_mode`` instead of ``no_grad``."""
+    with torch.inference_mode() if inference_mode else torch.no_grad():
+        return _bits_by_position(module, loader, context, bf16)
+
+
+def _overall(bins: list[dict[str, float]]) -> float:
+    return round(sum(b["tokens"] * b["bits_per_base"] for b in bins) / sum(b["tokens"] for b in bins), 4)
+
+
+def _bits_by_position(module: Any, loader: Any, context: int, bf16: bool) -> list[dict[str, float]]:
     module.eval()
     edges = [b for b in POSITION_BINS if b < context] + [context]
     sums = torch.zeros(len(edges) - 1, dtype=torch.float64)
@@ -61,7 +72,7 @@ def bits_by_position(module: Any, loader: Any, context: int) -> list[dict[str, f
     bins = None
     for batch in loader:
         batch = {k: v.to(module.device) for k, v in batch.items()}
-        with torch.autocast(module.device.type, dtype=torch.bfloat16, enabled=module.device.type == "cuda"):
+        with torch.autocast(module.device.type, dtype=torch.bfloat16, enabled=bf16 and module.device.type == "cuda"):
             nll, valid = module.token_nll(batch)  # (B, L) nats
         if bins is None or bins.numel() != nll.shape[1]:
             pos = torch.arange(nll.shape[1], device=nll.device)
@@ -104,7 +115,15 @@ def pretrain(
         "train_seconds": round(seconds, 1),
         "val_bits_per_base": val.get("val/bpb"),
         "val_perplexity": val.get("val/ppl"),
-        "val_bits_by_position": bits_by_position(cli.model, cli.datamodule.val_dataloader(), context),
+        "val_bits_by_position": (bins := bits_by_position(cli.model, cli.datamodule.val_dataloader(), context)),
+        # The same held-out tokens scored outside the trainer three ways: their mean must equal val_bits_per_base.
+        "val_bits_check": {
+            "no_grad_bf16": _overall(bins),
+            "inference_mode_bf16": _overall(
+                bits_by_position(cli.model, cli.datamodule.val_dataloader(), context, inference_mode=True)
+            ),
+            "no_grad_fp32": _overall(bits_by_position(cli.model, cli.datamodule.val_dataloader(), context, bf16=False)),
+        },
         "pretrained": str(root / "pretrained"),
     }
 

@@ -34,6 +34,8 @@ declare -A JOBS=(
   [genomics_ienhancer]="python3 scripts/genomics_results.py --contexts 1024 --max-steps 3000 --pretrain-time 00:00:04:00 --finetune-time 00:00:01:15 --finetune-init pretrained --finetune-seeds 0 1 2 3 4 --rc-average --workdir /tmp/g1k --out $out/results --tag 'ctx1k-{slug}' & python3 scripts/genomics_results.py --skip-pretrain --finetune-init scratch --finetune-seeds 0 1 2 3 4 --finetune-time 00:00:01:15 --rc-average --workdir /tmp/gscratch --out $out/results --tag 'scratch-{slug}' & $PYTEST tests/kernels/test_ssd.py -k matches_reference & wait"
   # E. coli at 8K and 32K with the 1K run's step count and tokens per step (same tokens seen), in parallel.
   [genomics_long]="for c in 8192 32768; do python3 scripts/genomics_results.py --contexts \$c --max-steps 3000 --pretrain-time 00:00:08:00 --skip-finetune --workdir /tmp/glong --out $out/results --tag \"ctx\$c-{slug}\" & done; wait"
+  [genomics_check]="python3 scripts/genomics_results.py --contexts 1024 --max-steps 1500 --pretrain-time 00:00:04:00 --skip-finetune --workdir /tmp/gcheck --out $out/results --tag 'check-{slug}'"
+  [forecast96]="bash scripts/forecast_shards.sh $out/results/forecast96"
   [bench_mamba]="python3 -m benchmarks.run mamba"
   [bench_attn]="python3 -m benchmarks.run flash_attn attention"
   [bench_flash]="python3 -m benchmarks.run flash_attn"

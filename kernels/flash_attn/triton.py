@@ -45,6 +45,10 @@ from longseq.kernels.flash_attn.tuning import block_d_for, dot_precision, launch
 
 #: Largest head dim the kernels support.
 MAX_HEADDIM = 256
+#: The atomic-dQ backward (``deterministic=False``) only up to this key length: beyond it the separate
+#: dQ kernel is faster (H200, bf16, D=128, 16K tokens: fwd+bwd 1.09x faster at L=512 with atomics, 0.91x at
+#: L=1K and 0.89x at L=8K; benchmarks/results/flash_attn-h200.json, column ``longseq_deterministic``).
+ATOMIC_MAX_SEQLEN_K = 512
 #: Scalar arguments that change from call to call (lengths, windows, small strides): compiled as plain
 #: values, not specialised (Triton would otherwise compile a variant for values 1 and multiples of 16).
 _SCALARS = [
@@ -502,10 +506,11 @@ def flash_attn_bwd(
     """Backward: ``(dq, dk, dv)`` from the saved ``out`` and ``lse`` (``dlse``: gradient of the lse).
 
     ``deterministic``: a dK/dV kernel and a dQ kernel, no atomics (bitwise reproducible). Otherwise,
-    as flash-attn by default, the dK/dV kernel also adds ``dq`` into an fp32 buffer with atomics (two
-    fewer matmuls per tile pair, summation order not fixed), which is then cast.
+    for keys up to :data:`ATOMIC_MAX_SEQLEN_K` long, as flash-attn by default, the dK/dV kernel also
+    adds ``dq`` into an fp32 buffer with atomics (two fewer matmuls per tile pair, summation order not
+    fixed), which is then cast; longer keys take the two-kernel path, which measured faster there.
     """
-    atomic = not deterministic
+    atomic = not deterministic and p.seqlen_k <= ATOMIC_MAX_SEQLEN_K
     dk, dv = torch.empty_like(k), torch.empty_like(v)
     dq = torch.zeros(q.shape, device=q.device, dtype=torch.float32) if atomic else torch.empty_like(q)
     if p.batch == 0 or k.numel() == 0 or q.numel() == 0:

@@ -33,19 +33,19 @@ def _cfgs(rows: list[tuple[int, int, int, int]]) -> list[triton.Config]:
 
 
 # Candidates per kernel and head-dim bucket (BLOCK_D <= 64, 128, 256) for 16-bit inputs, best guess
-# first. Checked with ptxas for sm_90a: the first ones of each list do not spill registers. 128-row
+# first; the D=128 lists are the fastest of scripts/kernel_sweep.py's grids on an H200 (bf16, L=4K/8K). Checked with ptxas for sm_90a: the first ones of each list do not spill registers. 128-row
 # tiles with 8 warps suit H100; the smaller ones also fit A100's 164 KB of shared memory. A candidate
 # that does not fit a GPU fails to compile and the autotuner skips it. fp32 inputs (exact IEEE dots,
 # used for checks) get small tiles.
 _CONFIGS: dict[str, dict[int, list[tuple[int, int, int, int]]]] = {
     "fwd": {
         64: [(128, 64, 8, 3), (128, 128, 8, 3), (128, 64, 4, 3), (128, 128, 8, 2)],
-        128: [(128, 64, 8, 3), (128, 64, 8, 4), (128, 128, 8, 2), (128, 32, 8, 3), (64, 64, 4, 3)],
+        128: [(128, 64, 8, 4), (128, 64, 8, 3), (128, 128, 8, 3), (128, 128, 8, 2), (64, 64, 4, 3)],
         256: [(64, 32, 8, 2), (128, 32, 8, 2), (64, 64, 8, 2)],
     },
     "bwd_dkdv": {  # BLOCK_N key rows held in registers, BLOCK_M query rows per step
         64: [(64, 128, 8, 2), (64, 64, 4, 2), (32, 64, 4, 3), (32, 128, 8, 3)],
-        128: [(32, 128, 8, 2), (32, 128, 8, 3), (64, 128, 8, 2), (32, 64, 4, 2)],
+        128: [(32, 64, 4, 3), (64, 128, 8, 2), (32, 128, 8, 3), (32, 64, 4, 2)],
         256: [(32, 32, 8, 2), (16, 32, 4, 2), (16, 64, 8, 2)],
     },
     "bwd_dkdv_atomic": {  # the same, plus a dq tile per step (deterministic=False)
@@ -55,7 +55,7 @@ _CONFIGS: dict[str, dict[int, list[tuple[int, int, int, int]]]] = {
     },
     "bwd_dq": {  # BLOCK_M query rows held in registers, BLOCK_N key rows per step
         64: [(128, 64, 8, 3), (128, 32, 4, 3), (64, 64, 4, 3), (128, 128, 8, 2)],
-        128: [(128, 64, 8, 2), (128, 32, 8, 3), (128, 64, 8, 3), (64, 64, 4, 2)],
+        128: [(128, 64, 8, 3), (128, 64, 8, 2), (64, 32, 4, 3), (64, 64, 4, 2)],
         256: [(64, 32, 8, 2), (32, 64, 4, 2), (64, 64, 8, 2)],
     },
 }

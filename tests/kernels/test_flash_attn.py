@@ -406,6 +406,25 @@ def test_flash_attn_is_deterministic(device):
         assert torch.equal(a, b)
 
 
+def test_long_keys_take_the_two_kernel_backward(device, monkeypatch):
+    """deterministic=False beyond ATOMIC_MAX_SEQLEN_K runs the separate dQ kernel: right gradients, and
+    bitwise reproducible (no atomics); at or below it, the atomic dQ path (also right)."""
+    from longseq.kernels.flash_attn import triton as fa_triton
+
+    monkeypatch.setattr(fa_triton, "ATOMIC_MAX_SEQLEN_K", 40)
+    for lk in (40, 45):  # atomic, two-kernel
+        case = Case(batch=2, seqlen_q=45, seqlen_k=lk, causal=True, nheads=4, nheads_kv=2, deterministic=False)
+        check_case(case, device)
+    case = Case(batch=2, seqlen_q=45, seqlen_k=45, causal=True, nheads=4, nheads_kv=2, deterministic=False)
+    t = make_inputs(case, device)
+    runs = []
+    for _ in range(2):
+        out, _lse = kernel_forward(case, t)
+        runs.append(torch.autograd.grad(out.sum(), [t["q"], t["k"], t["v"]]))
+    for a, b in zip(*runs):
+        assert torch.equal(a, b)
+
+
 def test_flash_attn_writes_every_output(device, monkeypatch):
     """Poison the buffers the launchers allocate: anything the kernels forget stays NaN."""
     real_empty, real_empty_like = torch.empty, torch.empty_like
