@@ -73,7 +73,6 @@ def run_one(
     args = [
         "--config", str(config), f"--trainer.default_root_dir={run_dir}", f"--trainer.accelerator={accelerator}",
         f"--trainer.devices={devices}", f"--data.num_workers={num_workers}",
-        "--trainer.enable_progress_bar=false",  # one line per entry instead (a batch log, not a terminal)
     ]  # fmt: skip
     if max_epochs is not None:
         args.append(f"--trainer.max_epochs={max_epochs}")
