@@ -55,7 +55,8 @@ def bits_by_position(
     """Held-out bits/base of the tokens at positions ``[lo, hi)`` of their window, per bin of
     :data:`POSITION_BINS` up to ``context``: a token at position ``p`` is predicted from ``p`` bases
     of context, so a falling curve means the model uses the longer context. ``bf16``: under bf16
-    autocast on CUDA, as the trainer's ``bf16-mixed``; ``inference_mode`` instead of ``no_grad``."""
+    autocast, as the trainer's ``bf16-mixed``; ``inference_mode`` instead of ``no_grad``. The module runs
+    where it is: move it back to the GPU first (Lightning leaves it on the CPU after ``fit``/``validate``)."""
     with torch.inference_mode() if inference_mode else torch.no_grad():
         return _bits_by_position(module, loader, context, bf16)
 
@@ -72,7 +73,7 @@ def _bits_by_position(module: Any, loader: Any, context: int, bf16: bool) -> lis
     bins = None
     for batch in loader:
         batch = {k: v.to(module.device) for k, v in batch.items()}
-        with torch.autocast(module.device.type, dtype=torch.bfloat16, enabled=bf16 and module.device.type == "cuda"):
+        with torch.autocast(module.device.type, dtype=torch.bfloat16, enabled=bf16):
             nll, valid = module.token_nll(batch)  # (B, L) nats
         if bins is None or bins.numel() != nll.shape[1]:
             pos = torch.arange(nll.shape[1], device=nll.device)
@@ -106,6 +107,7 @@ def pretrain(
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     seconds = time.perf_counter() - t0
     val = _metrics(cli.trainer.validate(cli.model, datamodule=cli.datamodule, verbose=False))
+    cli.model.to(cli.trainer.strategy.root_device)  # the trainer's teardown left it on the CPU
     return {
         "backbone": backbone,
         "context": context,
@@ -116,7 +118,8 @@ def pretrain(
         "val_bits_per_base": val.get("val/bpb"),
         "val_perplexity": val.get("val/ppl"),
         "val_bits_by_position": (bins := bits_by_position(cli.model, cli.datamodule.val_dataloader(), context)),
-        # The same held-out tokens scored outside the trainer three ways: their mean must equal val_bits_per_base.
+        # The same held-out tokens scored outside the trainer: bf16 (the trainer's precision) must equal
+        # val_bits_per_base; fp32 shows how much the trained model depends on the precision.
         "val_bits_check": {
             "no_grad_bf16": _overall(bins),
             "inference_mode_bf16": _overall(

@@ -90,9 +90,18 @@ class HyenaFilter(nn.Module):
         self.register_buffer("deltas", deltas[:, None], persistent=False)  # (channels, 1)
 
     def forward(self, L: int) -> torch.Tensor:
-        """The first ``L`` taps of every filter, ``(channels, L)``."""
+        """The first ``L`` taps of every filter, ``(channels, L)``, fp32 (also under autocast).
+
+        Computed with autocast off: in bf16 the positional features of neighbouring positions round to
+        the same values (8 mantissa bits: steps of ~1/256 of ``max_len``), so a filter trained under
+        bf16-mixed would be a coarse staircase that changes when evaluated in another precision.
+        """
         if not 1 <= L <= self.max_len:
             raise ValueError(f"filter length must be in [1, max_len={self.max_len}], got {L}")
+        with torch.autocast(self.z.device.type, enabled=False):
+            return self._filters(L)
+
+    def _filters(self, L: int) -> torch.Tensor:
         hidden = self.mlp(self.z[:L])  # (L, width)
         h = torch.matmul(self.out.weight, hidden.t())  # (channels, L), written channel-major directly
         if self.modulate:
