@@ -80,7 +80,14 @@ def _build(defaults: BackboneConfig, overrides: dict[str, Any]) -> LanguageModel
             raise ValueError(f"max_len must be >= 1, got {max_len}")
         pattern = overrides.get("mixer_pattern", defaults.mixer_pattern)
         if "hyena" in parse_mixer_pattern(pattern):
-            kwargs = {k: dict(v) for k, v in overrides.get("mixer_kwargs", {}).items()}
+            given = overrides.get("mixer_kwargs", {})
+            bad = {k: type(v).__name__ for k, v in given.items() if not isinstance(v, dict)}
+            if bad:
+                raise TypeError(
+                    f"mixer_kwargs maps a mixer name to its keyword arguments, e.g. "
+                    f"{{'hyena': {{'filter_fp32': True}}}}; got non-dict values for {bad}"
+                )
+            kwargs = {k: dict(v) for k, v in given.items()}
             kwargs.setdefault("hyena", {})["max_len"] = int(max_len)
             overrides["mixer_kwargs"] = kwargs
     return build_from_config(LanguageModel, defaults, overrides)

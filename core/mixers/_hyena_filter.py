@@ -58,6 +58,7 @@ class HyenaFilter(nn.Module):
         fast_decay_pct, slow_decay_pct, target: the fastest and slowest channels decay to ``target``
             at these fractions of ``max_len``.
         shift: added to the window (a floor on it).
+        fp32: compute the filters with autocast off (see ``HyenaConfig.filter_fp32``).
     """
 
     def __init__(
@@ -74,9 +75,11 @@ class HyenaFilter(nn.Module):
         slow_decay_pct: float = 1.5,
         target: float = 1e-2,
         shift: float = 0.0,
+        fp32: bool = False,
     ) -> None:
         super().__init__()
         self.channels, self.max_len, self.modulate, self.shift = channels, max_len, modulate, shift
+        self.fp32 = fp32
         z, t = positional_features(max_len, emb_dim)
         self.register_buffer("z", z, persistent=False)  # (max_len, emb_dim)
         self.register_buffer("t", t, persistent=False)  # (max_len, 1)
@@ -90,14 +93,16 @@ class HyenaFilter(nn.Module):
         self.register_buffer("deltas", deltas[:, None], persistent=False)  # (channels, 1)
 
     def forward(self, L: int) -> torch.Tensor:
-        """The first ``L`` taps of every filter, ``(channels, L)``, fp32 (also under autocast).
+        """The first ``L`` taps of every filter, ``(channels, L)``.
 
-        Computed with autocast off: in bf16 the positional features of neighbouring positions round to
-        the same values (8 mantissa bits: steps of ~1/256 of ``max_len``), so a filter trained under
-        bf16-mixed would be a coarse staircase that changes when evaluated in another precision.
+        With ``fp32`` the MLP runs with autocast off. Otherwise it follows autocast, as in the reference
+        code: in bf16 the positional features of neighbouring positions round to the same values (8
+        mantissa bits: steps of ~1/256 of ``max_len``), a staircase the model then trains against.
         """
         if not 1 <= L <= self.max_len:
             raise ValueError(f"filter length must be in [1, max_len={self.max_len}], got {L}")
+        if not self.fp32:
+            return self._filters(L)
         with torch.autocast(self.z.device.type, enabled=False):
             return self._filters(L)
 

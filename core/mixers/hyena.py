@@ -62,6 +62,12 @@ class HyenaConfig:
         fast_decay_pct, slow_decay_pct, decay_target, decay_shift: the window (see ``HyenaFilter``).
         dropout: dropout on ``v * x_i`` before each long convolution (unfuses the pre-gate when active).
         bias: biases of the input and output projections.
+        filter_fp32: compute the implicit filters in fp32 even under autocast. Off by default, as in the
+            Safari/HyenaDNA code, where the filter MLP follows autocast: in bf16 its positional features
+            round to steps of ~1/256 of ``max_len``, so a model trained that way scores differently when
+            evaluated in fp32 (E. coli, HyenaDNA-tiny: 1.86 bits/base in bf16, 1.93 in fp32). On, training
+            and every evaluation precision see the same filters (and, in our E. coli runs, reach a worse
+            held-out bits/base at equal steps: see docs/genomics.md).
     """
 
     dim: int
@@ -81,6 +87,7 @@ class HyenaConfig:
     decay_shift: float = 0.0
     dropout: float = 0.0
     bias: bool = True
+    filter_fp32: bool = False
 
     def __post_init__(self) -> None:
         for name in ("dim", "max_len", "filter_order", "short_filter_order", "num_heads"):
@@ -159,6 +166,7 @@ class HyenaOperator(nn.Module):
             slow_decay_pct=cfg.slow_decay_pct,
             target=cfg.decay_target,
             shift=cfg.decay_shift,
+            fp32=cfg.filter_fp32,
         )
         self.skip = nn.Parameter(torch.randn(cfg.order - 1, cfg.head_dim))  # the D term of each long conv
         self.dropout = nn.Dropout(cfg.dropout)

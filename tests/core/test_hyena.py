@@ -171,15 +171,18 @@ def test_hyena_filter_is_length_independent_and_decays():
         f(51)
 
 
-def test_hyena_filter_ignores_autocast():
-    """The implicit filter is fp32 under bf16 autocast too (in bf16 its positional features collapse)."""
-    f = HyenaFilter(6, 4096, width=16)
-    ref = f(4096)
+def test_hyena_filter_precision_under_autocast():
+    """filter_fp32: the filters are fp32 under bf16 autocast too; off (the reference behaviour) they
+    follow autocast and differ from the fp32 ones."""
+    ref = HyenaFilter(6, 4096, width=16, fp32=True)
+    follows = HyenaFilter(6, 4096, width=16)
+    follows.load_state_dict(ref.state_dict())
+    exact = ref(4096)
     with torch.autocast("cpu", dtype=torch.bfloat16):
-        got = f(4096)
-        naive = f._filters(4096)  # the same MLP with autocast on: what training in bf16-mixed used to see
-    assert got.dtype == torch.float32 and torch.equal(got, ref)
-    assert float((naive.float() - ref).abs().max()) > 1e-3  # bf16 matmuls inside
+        got, coarse = ref(4096), follows(4096)
+    assert got.dtype == torch.float32 and torch.equal(got, exact)
+    assert torch.equal(follows(4096), exact)  # outside autocast both are fp32
+    assert float((coarse.float() - exact).abs().max()) > 1e-3  # bf16 matmuls inside
 
 
 def test_hyena_dropout_trains_and_is_identity_in_eval(torch_fft):
