@@ -503,8 +503,13 @@ def plot_results(json_path: str | os.PathLike[str]) -> Path:
         for ax in (top, bottom):
             if ax.get_legend_handles_labels()[0]:
                 ax.legend(fontsize=8)
+    return save_figure(fig, payload, json_path)
+
+
+def save_figure(fig: Any, payload: dict[str, Any], json_path: Path) -> Path:
+    """Title ``fig`` with the payload's topic, GPU and date and save it beside ``json_path`` as PNG."""
     dev = payload["device"]
-    fig.suptitle(f"{payload['topic']} on {dev.get('gpu_name') or 'no GPU'} ({dev.get('date_utc', '')[:10]})")
+    fig.suptitle(f"{payload['topic']} on {dev.get('gpu_name') or 'no GPU'} ({str(dev.get('date_utc', ''))[:10]})")
     png = json_path.with_suffix(".png")
     fig.savefig(png, dpi=120)
     return png

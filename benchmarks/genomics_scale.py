@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.common import Record, bench, require_cuda, write_results
+from benchmarks.common import Record, bench, require_cuda, save_figure, write_results
 
 __all__ = [
     "LENGTHS",
@@ -605,11 +605,7 @@ def plot_scale(json_path: str | os.PathLike[str]) -> Path:
         ax.grid(alpha=0.3, which="both")
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
-    dev = payload["device"]
-    fig.suptitle(f"{payload['topic']} on {dev.get('gpu_name') or 'no GPU'} ({str(dev.get('date_utc', ''))[:10]})")
-    png = json_path.with_suffix(".png")
-    fig.savefig(png, dpi=120)
-    return png
+    return save_figure(fig, payload, json_path)
 
 
 def run(quick: bool) -> tuple[list[Record], dict[str, Any]]:

@@ -37,6 +37,7 @@ declare -A JOBS=(
   [genomics_check]="python3 scripts/genomics_results.py --contexts 1024 --max-steps 1500 --pretrain-time 00:00:04:00 --skip-finetune --workdir /tmp/gcheck --out $out/results --tag 'check-{slug}'"
   [genomics_evalcheck]="python3 scripts/genomics_results.py --contexts 1024 --max-steps 1500 --pretrain-time 00:00:04:00 --skip-finetune --workdir /tmp/gcheck2 --out $out/results --tag 'check2-{slug}' && python3 scripts/genomics_eval_check.py /tmp/gcheck2/pretrain_hyena_dna_tiny_1024/pretrained --workdir /tmp/gcheck2/eval && cp -r /tmp/gcheck2/pretrain_hyena_dna_tiny_1024/pretrained $out/results/check2_pretrained"
   [forecast96]="bash scripts/forecast_shards.sh $out/results/forecast96"
+  [genomics_scale]="python3 -m benchmarks.genomics_scale --deadline 450 --out $out/results"
   [bench_mamba]="python3 -m benchmarks.run mamba"
   [bench_attn]="python3 -m benchmarks.run flash_attn attention"
   [bench_flash]="python3 -m benchmarks.run flash_attn"

@@ -37,7 +37,8 @@ def test_padded_reverse_complement_keeps_padding() -> None:
     assert TOK.decode(rc["input_ids"][1]) == _rc(SEQS[1])
 
 
-def test_rc_average_is_the_mean_of_both_strands_and_strand_symmetric() -> None:
+def test_rc_average_is_the_mean_of_both_strands_and_strand_symmetric(monkeypatch) -> None:
+    monkeypatch.setenv("TRITON_INTERPRET", "0")  # plain CPU tensors: the torch paths (the kernels have their own tests)
     torch.manual_seed(0)
     kw = dict(backbone="hyena_dna_tiny", backbone_kwargs={"max_len": 64, "dim": 32}, num_classes=2)
     plain = ClassificationModule(**kw).eval()
