@@ -21,10 +21,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from longseq.core.packing import PackedBatch
+from longseq.core.packing import PackedBatch, segment_ids
 from longseq.core.registry import register_mixer
 from longseq.kernels.causal_conv1d import causal_conv1d_fn, causal_conv1d_update
-from longseq.kernels.selective_scan import selective_scan_fn, selective_state_update, seq_idx_from_cu_seqlens
+from longseq.kernels.selective_scan import selective_scan_fn, selective_state_update
 
 __all__ = ["ConvSSMCache", "Mamba", "MambaConfig", "conv_with_state", "inverse_softplus_dt"]
 
@@ -99,10 +99,17 @@ def check_input(x: torch.Tensor, dim: int, packed: PackedBatch | None, cache: Co
 
 
 def packed_rows(x: torch.Tensor, packed: PackedBatch | None) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """``(x as (B, L, D), seq_idx)``: a packed ``(T, D)`` becomes one row ``(1, T, D)`` with ``seq_idx``."""
+    """``(x as (B, L, D), seq_idx)``: a packed ``(T, D)`` becomes one row ``(1, T, D)`` with ``seq_idx``.
+
+    The boundaries were validated when the :class:`PackedBatch` was built, so this adds no device sync
+    (every layer of a packed model calls it; the kernels' public ``seq_idx_from_cu_seqlens``, meant for
+    unchecked user boundaries, would cost three syncs per layer)."""
     if packed is None:
         return x, None
-    return x.unsqueeze(0), seq_idx_from_cu_seqlens(packed.cu_seqlens.to(x.device), x.shape[0])
+    if x.shape[0] != packed.num_tokens:
+        raise ValueError(f"packed input must have {packed.num_tokens} tokens (the batch's), got {x.shape[0]}")
+    seq_idx = segment_ids(packed.cu_seqlens.to(x.device), x.shape[0]).to(torch.int32)  # (T,)
+    return x.unsqueeze(0), seq_idx[None]
 
 
 @dataclass
