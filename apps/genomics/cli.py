@@ -103,6 +103,8 @@ def _pipeline_parser() -> argparse.ArgumentParser:
         p.add_argument("--device", default=None, help="cuda, cpu, ... (default: cuda when available)")
         p.add_argument("--on-short", choices=("error", "skip"), default="error", help="sequences too short")
         p.add_argument("--no-progress", action="store_true", help="no progress bar")
+        if name == "classify":
+            p.add_argument("--rc-average", action="store_true", help="average both strands' probabilities")
     return parser
 
 
@@ -124,7 +126,7 @@ def run_pipeline(argv: Sequence[str]) -> dict[str, Path]:
     elif args.command == "score":
         written = write_scores(args.out, pipe.score(records, on_short=args.on_short))
     else:
-        ids, probs = pipe.classify(records, on_short=args.on_short)
+        ids, probs = pipe.classify(records, on_short=args.on_short, rc_average=args.rc_average)
         written = {"probabilities": write_class_probabilities(args.out, ids, probs, pipe.class_names)}
     for kind, path in written.items():
         print(f"{kind}: {path}")

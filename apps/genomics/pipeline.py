@@ -252,14 +252,22 @@ class GenomicsPipeline:
         return results
 
     def classify(
-        self, records: Sequence[SequenceRecord], *, on_short: OnShort = "error"
+        self, records: Sequence[SequenceRecord], *, on_short: OnShort = "error", rc_average: bool = False
     ) -> tuple[list[str], np.ndarray]:
         """``(ids, probabilities (N, C))`` (classifier checkpoints); long sequences average their windows'
-        probabilities weighted by the bases each window supplies."""
+        probabilities weighted by the bases each window supplies. ``rc_average``: each window's
+        probabilities are the mean of its own and its reverse complement's (both strands)."""
         if self.is_lm:
             raise ValueError(f"{self.info.source} holds a language model; classify needs a classifier checkpoint")
         records = self._usable(records, 1, on_short, "classify")
-        parts = self._map_windows(records, lambda ids: self.model(ids).float().softmax(-1), "classify")
+
+        def probs_of(ids: torch.Tensor) -> torch.Tensor:
+            p = self.model(ids).float().softmax(-1)  # (B, C)
+            if rc_average:
+                p = 0.5 * (p + self.model(self.tokenizer.reverse_complement_ids(ids)).float().softmax(-1))
+            return p
+
+        parts = self._map_windows(records, probs_of, "classify")
         probs = []
         for p in parts:
             weights = torch.tensor([float(end - keep) for _, end, keep, _ in p])

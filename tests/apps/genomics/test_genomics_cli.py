@@ -116,6 +116,22 @@ def test_pipelines_write_files(tmp_path, checkpoints) -> None:
     assert all(abs(float(r[2]) + float(r[3]) - 1) < 1e-5 and r[1] in ("neg", "pos") for r in rows[1:])
 
 
+def test_classify_rc_average_is_the_mean_of_both_strands(checkpoints) -> None:
+    _, clf_dir = checkpoints
+    from longseq.apps.genomics import SequenceRecord
+
+    rng = np.random.default_rng(2)
+    seqs = ["".join(rng.choice(list("ACGT"), n)) for n in (20, 45)]  # the second one is windowed
+    rc = [s[::-1].translate(str.maketrans("ACGT", "TGCA")) for s in seqs]
+    pipe = GenomicsPipeline(clf_dir, window=32, overlap=8, progress=False)
+    one = pipe.classify([SequenceRecord(f"s{i}", s) for i, s in enumerate(seqs)])[1]
+    both = pipe.classify([SequenceRecord(f"s{i}", s) for i, s in enumerate(seqs)], rc_average=True)[1]
+    assert not np.allclose(one, both, atol=1e-5)
+    # a short sequence is one window: both strands = the mean of classifying it and its reverse complement
+    other = pipe.classify([SequenceRecord("r0", rc[0])])[1]
+    np.testing.assert_allclose(both[0], 0.5 * (one[0] + other[0]), rtol=1e-5, atol=1e-6)
+
+
 def test_windowed_score_matches_full_context_where_context_fits(checkpoints) -> None:
     lm_dir, _ = checkpoints
     rng = np.random.default_rng(1)
