@@ -1,0 +1,122 @@
+"""Layout probe for the selective scan, compiled for sm_90 on any machine (no GPU needed): two versions of
+one chunk of the forward recurrence, identical but for the axis order of the ``(token, state, channel)``
+tile, and what Triton makes of each: warp shuffles in the PTX, registers and spills from ``ptxas -v``.
+
+    python scripts/scan_layout_probe.py        # prints one line per configuration
+
+``time_last`` is the order of ``kernels/selective_scan/triton.py`` (``(channel, state, token)``): Triton
+puts lanes on the token axis, so ``tl.associative_scan`` and the sum over states shuffle between lanes.
+``time_first`` (``(token, state, channel)``, channels on lanes) keeps the scan and the state sum inside each
+thread. Session 3 found 0 shuffles for time_first against 548-3656 for time_last (see
+``benchmarks/results/scan_layout_probe-sm90.txt``); the catch is parallelism: one lane per channel leaves
+B * D / 32 warps, so a kernel built this way needs the sequence split across programs.
+"""
+
+import glob
+import os
+import re
+import subprocess
+import tempfile
+
+os.environ["TRITON_INTERPRET"] = "0"
+import triton
+import triton.language as tl
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+
+
+@triton.jit
+def _combine(a1, b1, a2, b2):
+    return a1 * a2, a2 * b1 + b2
+
+
+@triton.jit
+def k_time_first(U, DT, A, Bp, Cp, OUT, L, s_ud, s_bn, CH: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr):
+    pid = tl.program_id(0)
+    d = pid * BD + tl.arange(0, BD)
+    n = tl.arange(0, BN)
+    tt = tl.arange(0, CH)
+    A2 = tl.load(A + d[None, :] * BN + n[:, None])  # (BN, BD)
+    h = tl.zeros((BN, BD), tl.float32)
+    for c in range(0, L // CH):
+        t = c * CH + tt
+        u = tl.load(U + d[None, :] * s_ud + t[:, None]).to(tl.float32)  # (CH, BD)
+        dt = tl.load(DT + d[None, :] * s_ud + t[:, None]).to(tl.float32)
+        B = tl.load(Bp + n[None, :] * s_bn + t[:, None]).to(tl.float32)  # (CH, BN)
+        C = tl.load(Cp + n[None, :] * s_bn + t[:, None]).to(tl.float32)
+        a = tl.exp2(dt[:, None, :] * A2[None, :, :])  # (CH, BN, BD)
+        b = (dt * u)[:, None, :] * B[:, :, None]
+        ac, hs = tl.associative_scan((a, b), axis=0, combine_fn=_combine)
+        hs += ac * h[None, :, :]
+        y = tl.sum(hs * C[:, :, None], axis=1)  # (CH, BD)
+        tl.store(OUT + d[None, :] * s_ud + t[:, None], y.to(tl.bfloat16))
+        h = tl.sum(tl.where(tt[:, None, None] == CH - 1, hs, 0.0), axis=0)
+
+
+@triton.jit
+def k_time_last(U, DT, A, Bp, Cp, OUT, L, s_ud, s_bn, CH: tl.constexpr, BN: tl.constexpr, BD: tl.constexpr):
+    pid = tl.program_id(0)
+    d = pid * BD + tl.arange(0, BD)
+    n = tl.arange(0, BN)
+    tt = tl.arange(0, CH)
+    A2 = tl.load(A + d[:, None] * BN + n[None, :])
+    h = tl.zeros((BD, BN), tl.float32)
+    for c in range(0, L // CH):
+        t = c * CH + tt
+        u = tl.load(U + d[:, None] * s_ud + t[None, :]).to(tl.float32)
+        dt = tl.load(DT + d[:, None] * s_ud + t[None, :]).to(tl.float32)
+        B = tl.load(Bp + n[:, None] * s_bn + t[None, :]).to(tl.float32)
+        C = tl.load(Cp + n[:, None] * s_bn + t[None, :]).to(tl.float32)
+        a = tl.exp2(dt[:, None, :] * A2[:, :, None])
+        b = (dt * u)[:, None, :] * B[None, :, :]
+        ac, hs = tl.associative_scan((a, b), axis=2, combine_fn=_combine)
+        hs += ac * h[:, :, None]
+        y = tl.sum(hs * C[None, :, :], axis=1)
+        tl.store(OUT + d[:, None] * s_ud + t[None, :], y.to(tl.bfloat16))
+        h = tl.sum(tl.where(tt[None, None, :] == CH - 1, hs, 0.0), axis=2)
+
+
+_SIGNATURE = {"U": "*bf16", "DT": "*bf16", "A": "*fp32", "Bp": "*bf16", "Cp": "*bf16", "OUT": "*bf16",
+              "L": "i32", "s_ud": "i32", "s_bn": "i32"}  # fmt: skip
+#: (CH tokens, BD channels, warps) per probe; BN = 16 states throughout.
+CONFIGS = ((2, 32, 1), (4, 32, 1), (4, 64, 2), (4, 128, 4), (8, 32, 1), (8, 64, 2), (16, 32, 1), (32, 4, 2))
+
+
+def probe(kernel, warps: int, **constexprs: int) -> dict:
+    """Compile ``kernel`` for sm_90 and count shuffles, exp2s, registers and spilled bytes."""
+    src = ASTSource(
+        fn=kernel, signature={**_SIGNATURE, **dict.fromkeys(constexprs, "constexpr")}, constexprs=constexprs
+    )
+    compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+    ptx = compiled.asm["ptx"]
+    ptxas = glob.glob(os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/ptxas"))[0]
+    with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as f:
+        f.write(ptx)
+    info = subprocess.run(
+        [ptxas, "-v", "--gpu-name", "sm_90a", f.name, "-o", os.devnull], capture_output=True, text=True
+    )
+    os.unlink(f.name)
+    layout = next(
+        (line.split("=", 1)[1].strip() for line in compiled.asm["ttgir"].splitlines() if line.startswith("#blocked")),
+        "",
+    )
+    return {
+        "shfl": len(re.findall(r"shfl\.sync", ptx)),
+        "ex2": len(re.findall(r"ex2\.approx", ptx)),
+        "regs": int(re.findall(r"Used (\d+) registers", info.stderr)[0]),
+        "spill_bytes": int(re.findall(r"(\d+) bytes spill stores", info.stderr)[0]),
+        "first_layout": layout,  # the first blocked layout of the module (a load's), for orientation
+    }
+
+
+def main() -> None:
+    for name, kernel in (("time_first", k_time_first), ("time_last", k_time_last)):
+        for ch, bd, warps in CONFIGS:
+            r = probe(kernel, warps, CH=ch, BN=16, BD=bd)
+            per_thread = ch * 16 * bd // (32 * warps)
+            print(f"{name:10s} CH={ch:<3d} BD={bd:<4d} warps={warps}  elems/thread={per_thread:<4d} shfl={r['shfl']:<5d} "
+                  f"ex2={r['ex2']:<4d} regs={r['regs']:<4d} spill_bytes={r['spill_bytes']:<4d} {r['first_layout']}")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
