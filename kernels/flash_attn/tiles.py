@@ -199,11 +199,13 @@ def attend_tiles(
 ):  # fmt: skip
     """Online-softmax accumulation over key tiles ``[start, end)`` (``K``/``V`` at the sequence start)."""
     PLAIN: tl.constexpr = not (MASKED or SOFTCAP or ALIBI)
-    k_ptrs = tile_ptrs(K, start, offs_n, offs_d, stride_kt)
-    v_ptrs = tile_ptrs(V, start, offs_n, offs_d, stride_vt)
     for start_n in range(start, end, BLOCK_N):
         start_n = tl.multiple_of(start_n, BLOCK_N)
         kj = start_n + offs_n  # (BLOCK_N,)
+        # Pointers from the scalar start each step: carried pointer tiles (64-bit, BLOCK_N x BLOCK_D each)
+        # kept ~128 registers alive across the loop and made the forward spill.
+        k_ptrs = tile_ptrs(K, start_n, offs_n, offs_d, stride_kt)
+        v_ptrs = tile_ptrs(V, start_n, offs_n, offs_d, stride_vt)
         k = load_tile(k_ptrs, kj, seqlen_k, offs_d, D, MASKED, EVEN_D)  # (BLOCK_N, BLOCK_D)
         qk = mma(q, tl.trans(k), None, DOT_PREC)  # (BLOCK_M, BLOCK_N)
         if PLAIN:  # max of the raw scores, then one FMA per score (qk_scale > 0)
@@ -227,6 +229,4 @@ def attend_tiles(
         acc = acc * alpha[:, None]
         acc = mma(p.to(v.dtype), v, acc, DOT_PREC)
         m_i = m_new
-        k_ptrs += BLOCK_N * stride_kt
-        v_ptrs += BLOCK_N * stride_vt
     return acc, m_i, l_i

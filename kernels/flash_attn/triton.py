@@ -302,11 +302,11 @@ def _bwd_dq_inner(
     MASKED: tl.constexpr, HAS_LO: tl.constexpr, HAS_HI: tl.constexpr, SOFTCAP: tl.constexpr, ALIBI: tl.constexpr,
 ):  # fmt: skip
     """Accumulate ``dq`` of one query tile over key tiles ``[start, end)``."""
-    k_ptrs = tile_ptrs(K, start, offs_n, offs_d, stride_kt)
-    v_ptrs = tile_ptrs(V, start, offs_n, offs_d, stride_vt)
     for start_n in range(start, end, BLOCK_N):
         start_n = tl.multiple_of(start_n, BLOCK_N)
         kj = start_n + offs_n
+        k_ptrs = tile_ptrs(K, start_n, offs_n, offs_d, stride_kt)  # from the scalar start (see attend_tiles)
+        v_ptrs = tile_ptrs(V, start_n, offs_n, offs_d, stride_vt)
         k = load_tile(k_ptrs, kj, seqlen_k, offs_d, D, MASKED, EVEN_D)  # (BLOCK_N, BLOCK_D)
         v = load_tile(v_ptrs, kj, seqlen_k, offs_d, D, MASKED, EVEN_D)
         qk = mma(q, tl.trans(k), None, DOT_PREC)  # (BLOCK_M, BLOCK_N)
@@ -320,8 +320,6 @@ def _bwd_dq_inner(
         if SOFTCAP:
             ds = ds * (1.0 - t * t)
         dq = mma(ds.to(k.dtype), k, dq, DOT_PREC)
-        k_ptrs += BLOCK_N * stride_kt
-        v_ptrs += BLOCK_N * stride_vt
     return dq
 
 
