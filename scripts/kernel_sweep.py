@@ -99,8 +99,18 @@ def sweep_scan(out: Any) -> None:
 
     ref_y, ref_g = fwd(), fwd_bwd()
     _profile(fwd_bwd, out, "scan-default")
-    # Chunks of 8-16 tokens: the hypothesis (session 3) is that the scan is bound by lane shuffles; a chunk
-    # that one thread holds whole (8 bf16 = one 16-byte load) is scanned in registers without them.
+    # The segmented forward (channels on lanes, no shuffles; kernels/selective_scan/segmented.py) first.
+    from longseq.kernels.selective_scan import segmented as sg
+
+    for lane_chunk, block_d, warps, pph in itertools.product((2, 4, 8), (16, 32, 64), (1, 2), (2, 4, 8)):
+        with _patched(tr, FWD_IMPL="segmented"), _patched(sg, LANE_CHUNK=lane_chunk, LANE_BLOCK_D=block_d,
+                                                            LANE_WARPS=warps, PROGRAMS_PER_HINT=pph):  # fmt: skip
+            ms, err, fail = _run(fwd, ref_y)
+            _emit(out, sweep="scan-segmented", pass_="fwd", lane_chunk=lane_chunk, block_d=block_d, warps=warps,
+                  programs_per_hint=pph, ms=ms, err=err, fail=fail)  # fmt: skip
+    with _patched(tr, FWD_IMPL="segmented"):
+        _profile(fwd_bwd, out, "scan-segmented-default")
+    # The chunked forward's knobs; chunks of 8-16 tokens included.
     for chunk, tile, warps in itertools.product((8, 16, 32, 64, 128, 256), (1024, 2048, 4096), (1, 2, 4)):
         if chunk * 16 > tile:
             continue

@@ -9,7 +9,8 @@ puts lanes on the token axis, so ``tl.associative_scan`` and the sum over states
 ``time_first`` (``(token, state, channel)``, channels on lanes) keeps the scan and the state sum inside each
 thread. Session 3 found 0 shuffles for time_first against 548-3656 for time_last (see
 ``benchmarks/results/scan_layout_probe-sm90.txt``); the catch is parallelism: one lane per channel leaves
-B * D / 32 warps, so a kernel built this way needs the sequence split across programs.
+B * D / 32 warps, so a kernel built this way needs the sequence split across programs, which is what
+``kernels/selective_scan/segmented.py`` does (probed at the end, beside the default chunked kernel).
 """
 
 import glob
@@ -84,9 +85,11 @@ CONFIGS = ((2, 32, 1), (4, 32, 1), (4, 64, 2), (4, 128, 4), (8, 32, 1), (8, 64, 
 
 def probe(kernel, warps: int, **constexprs: int) -> dict:
     """Compile ``kernel`` for sm_90 and count shuffles, exp2s, registers and spilled bytes."""
-    src = ASTSource(
-        fn=kernel, signature={**_SIGNATURE, **dict.fromkeys(constexprs, "constexpr")}, constexprs=constexprs
-    )
+    return _compile(kernel, {**_SIGNATURE, **dict.fromkeys(constexprs, "constexpr")}, constexprs, warps)
+
+
+def _compile(kernel, signature: dict, constexprs: dict, warps: int) -> dict:
+    src = ASTSource(fn=kernel, signature=signature, constexprs=constexprs)
     compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
     ptx = compiled.asm["ptx"]
     ptxas = glob.glob(os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/ptxas"))[0]
@@ -109,6 +112,29 @@ def probe(kernel, warps: int, **constexprs: int) -> dict:
     }
 
 
+def probe_kernels() -> None:
+    """The library's two forwards at their defaults: the chunked kernel and the segmented one (both passes)."""
+    from longseq.kernels.selective_scan import segmented
+    from longseq.kernels.selective_scan import triton as chunked
+
+    ptrs = dict.fromkeys(("A", "Dp", "DBIAS", "HIN", "H0", "HEND", "PROD", "STATES", "HLAST"), "*fp32")
+    ptrs.update(dict.fromkeys(("U", "DELTA", "Bp", "Cp", "Z", "OUT"), "*bf16"), SEQ="*i32")
+    flags = dict(HAS_D=True, HAS_Z=True, HAS_DBIAS=True, SOFTPLUS=True, HAS_SEQ=False, VAR_B=True, VAR_C=True,
+                 BLOCK_N=16, INTERPRET=False)  # fmt: skip
+    runs = [("chunked fwd (BD=4)", chunked._ss_fwd_kernel,
+             {**flags, "HAS_H0": True, "SAVE_STATES": True, "BLOCK_D": 4, "CHUNK": 32}, chunked.FWD_WARPS)]  # fmt: skip
+    for write in (False, True):
+        consts = {**flags, "HAS_HIN": write, "WRITE_Y": write, "SAVE_STATES": write, "STORE_END": not write,
+                  "BLOCK_D": segmented.LANE_BLOCK_D, "CH": segmented.LANE_CHUNK}  # fmt: skip
+        name = f"segmented {'y pass' if write else 'state pass'}"
+        runs.append((name, segmented._seg_kernel, consts, segmented.LANE_WARPS))
+    for name, kernel, consts, warps in runs:
+        sig = {a: "constexpr" if a in consts else ptrs.get(a, "i64" if a.startswith("s") else "i32")
+               for a in kernel.arg_names}  # fmt: skip
+        r = _compile(kernel, sig, consts, warps)
+        print(f"{name:22s} shfl={r['shfl']:<5d} ex2={r['ex2']:<4d} regs={r['regs']:<4d} spill_bytes={r['spill_bytes']}")
+
+
 def main() -> None:
     for name, kernel in (("time_first", k_time_first), ("time_last", k_time_last)):
         for ch, bd, warps in CONFIGS:
@@ -116,6 +142,7 @@ def main() -> None:
             per_thread = ch * 16 * bd // (32 * warps)
             print(f"{name:10s} CH={ch:<3d} BD={bd:<4d} warps={warps}  elems/thread={per_thread:<4d} shfl={r['shfl']:<5d} "
                   f"ex2={r['ex2']:<4d} regs={r['regs']:<4d} spill_bytes={r['spill_bytes']:<4d} {r['first_layout']}")  # fmt: skip
+    probe_kernels()
 
 
 if __name__ == "__main__":

@@ -50,6 +50,9 @@ MAX_DSTATE = 256
 #: beat (4096, 4) / (4096, 8) by 1.57x forward and 1.97x forward+backward.
 FWD_TILE, FWD_WARPS = 2048, 2
 BWD_TILE, BWD_WARPS = 1024, 2
+#: Forward implementation: ``"chunked"`` (this file) or ``"segmented"`` (``segmented.py``: channels on lanes,
+#: the sequence split into segments; experimental, not yet timed on a GPU). Both feed the same backward.
+FWD_IMPL = "chunked"
 
 
 @triton.jit
@@ -59,9 +62,12 @@ def _combine(a1, b1, a2, b2):
 
 
 @triton.jit
-def _gather_scan(a, b, CH: tl.constexpr, REVERSE: tl.constexpr):
-    """Hillis-Steele scan of ``h_t = a_t h_{t-1} + b_t`` along axis 2 (interpreter path)."""
-    idx0 = tl.arange(0, CH)[None, None, :] + tl.zeros(a.shape, tl.int32)
+def _gather_scan(a, b, CH: tl.constexpr, REVERSE: tl.constexpr, AXIS: tl.constexpr):
+    """Hillis-Steele scan of ``h_t = a_t h_{t-1} + b_t`` along ``AXIS`` (0 or 2) of a 3-D tile (interpreter path)."""
+    if AXIS == 0:
+        idx0 = tl.arange(0, CH)[:, None, None] + tl.zeros(a.shape, tl.int32)
+    else:
+        idx0 = tl.arange(0, CH)[None, None, :] + tl.zeros(a.shape, tl.int32)
     shift = 1
     for _ in tl.static_range(0, 16):
         if shift < CH:
@@ -71,8 +77,8 @@ def _gather_scan(a, b, CH: tl.constexpr, REVERSE: tl.constexpr):
             else:
                 idx = tl.maximum(idx0 - shift, 0)
                 valid = idx0 >= shift
-            a_o = tl.gather(a, idx, 2)
-            b_o = tl.gather(b, idx, 2)
+            a_o = tl.gather(a, idx, AXIS)
+            b_o = tl.gather(b, idx, AXIS)
             b = tl.where(valid, a * b_o + b, b)
             a = tl.where(valid, a * a_o, a)
         shift *= 2
@@ -80,13 +86,14 @@ def _gather_scan(a, b, CH: tl.constexpr, REVERSE: tl.constexpr):
 
 
 @triton.jit
-def linear_scan(a, b, CH: tl.constexpr, REVERSE: tl.constexpr, INTERPRET: tl.constexpr):
-    """Inclusive scan of the recurrence ``h_t = a_t h_{t-1} + b_t`` (``h_{-1} = 0``) along axis 2 of
-    ``(.., .., CH)`` tiles; returns ``(prod a, h)``. ``REVERSE`` runs ``g_t = a_t g_{t+1} + b_t``."""
+def linear_scan(a, b, CH: tl.constexpr, REVERSE: tl.constexpr, INTERPRET: tl.constexpr, AXIS: tl.constexpr = 2):
+    """Inclusive scan of the recurrence ``h_t = a_t h_{t-1} + b_t`` (``h_{-1} = 0``) along ``AXIS`` (2:
+    ``(.., .., CH)`` tiles, 0: ``(CH, .., ..)``); returns ``(prod a, h)``. ``REVERSE`` runs
+    ``g_t = a_t g_{t+1} + b_t``."""
     if INTERPRET:
-        return _gather_scan(a, b, CH, REVERSE)
+        return _gather_scan(a, b, CH, REVERSE, AXIS)
     else:
-        return tl.associative_scan((a, b), axis=2, combine_fn=_combine, reverse=REVERSE)
+        return tl.associative_scan((a, b), axis=AXIS, combine_fn=_combine, reverse=REVERSE)
 
 
 @triton.jit
@@ -402,6 +409,15 @@ def selective_scan_fwd(
     bn, ch = triton.next_power_of_2(N), chunk_size(L, N)
     n_chunks = triton.cdiv(L, ch)
     g_size, _G = _group_size(dim, B, C)
+    if FWD_IMPL == "segmented":
+        from longseq.kernels.selective_scan.segmented import selective_scan_fwd_segmented
+
+        return selective_scan_fwd_segmented(
+            u, delta, A, B, C, D, z, delta_bias, initial_state, seq_idx, softplus, save_states,
+            ch, g_size, (_bc_strides(B), _bc_strides(C)),
+        )  # fmt: skip
+    if FWD_IMPL != "chunked":
+        raise ValueError(f"FWD_IMPL must be 'chunked' or 'segmented', got {FWD_IMPL!r}")
     bd = _block_d(dim, g_size, FWD_TILE, bn, ch)
     out = torch.empty(batch, dim, L, dtype=u.dtype, device=u.device)
     last = torch.empty(batch, dim, N, dtype=torch.float32, device=u.device)

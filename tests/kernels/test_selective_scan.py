@@ -80,13 +80,22 @@ def check_three(results, dtype):
         assert_close(a, r, lp, name=name)
 
 
+@pytest.fixture(params=["chunked", "segmented"])
+def fwd_impl(request, monkeypatch):
+    """Both forward implementations (``FWD_IMPL``); they share the backward, which the grads check too."""
+    from longseq.kernels.selective_scan import triton as scan_triton
+
+    monkeypatch.setattr(scan_triton, "FWD_IMPL", request.param)
+    return request.param
+
+
 def _sorted_seq_idx(batch, L, device, n_max=4):
     return torch.sort(torch.randint(0, n_max, (batch, L), device=device), dim=1).values.to(torch.int32)
 
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_scan_matches_reference(shape, dtype, device):
+def test_scan_matches_reference(shape, dtype, device, fwd_impl):
     """Every feature on: grouped per-token B/C, z, D, delta bias + softplus, initial and last state."""
     batch, dim, N, L = shape
     inputs = make_inputs(batch, dim, N, L, device, groups=2 if dim % 2 == 0 else 1, h0=True)
@@ -105,7 +114,7 @@ FEATURES = {
 
 
 @pytest.mark.parametrize("feature", sorted(FEATURES))
-def test_scan_feature_combinations(feature, device):
+def test_scan_feature_combinations(feature, device, fwd_impl):
     opts = FEATURES[feature]
     dim = 6 if feature == "odd_group_size" else 4
     inputs = make_inputs(2, dim, 5, 37, device, **opts)
@@ -114,9 +123,29 @@ def test_scan_feature_combinations(feature, device):
     check_three(run_three(inputs, torch.float32, softplus=feature != "no_softplus", last_weight=0.5), torch.float32)
 
 
+@pytest.mark.parametrize("programs_per_hint", [0, 1000], ids=["one_segment", "one_segment_per_chunk"])
+def test_segmented_forward_equals_chunked(programs_per_hint, device, monkeypatch):
+    """The segmented forward's outputs, last state and saved per-chunk states (what the backward reads)
+    equal the chunked forward's, with one segment and with as many segments as chunks."""
+    from longseq.kernels.selective_scan import segmented
+    from longseq.kernels.selective_scan import triton as scan_triton
+
+    inputs = make_inputs(2, 4, 4, 200, device, groups=2, h0=True)  # N=4: chunks of 64, 4 of them
+    seq_idx = _sorted_seq_idx(2, 200, device)
+    args = [inputs[k] for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias", "initial_state")]
+    runs = {}
+    for impl in ("chunked", "segmented"):
+        monkeypatch.setattr(scan_triton, "FWD_IMPL", impl)
+        monkeypatch.setattr(segmented, "PROGRAMS_PER_HINT", programs_per_hint)
+        runs[impl] = scan_triton.selective_scan_fwd(*args, seq_idx, True, True)
+    assert runs["segmented"][2].shape == runs["chunked"][2].shape == (2, 4, 4, 4)
+    for name, a, b in zip(("out", "last_state", "chunk_states"), runs["segmented"], runs["chunked"]):
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-5, msg=name)
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("per_token", [True, False])
-def test_scan_seq_idx_resets(per_token, dtype, device):
+def test_scan_seq_idx_resets(per_token, dtype, device, fwd_impl):
     """Packed rows: the reference restarts the state where seq_idx changes; the initial state and
     the last state belong to each row's first and last sequence."""
     inputs = make_inputs(2, 4, 4, 70, device, per_token=per_token, h0=True)
