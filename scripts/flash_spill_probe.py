@@ -11,17 +11,8 @@ bound; compare versions of the kernels with this same script.
 
 from __future__ import annotations
 
-import glob
-import os
-import re
-import subprocess
-import tempfile
-
-os.environ["TRITON_INTERPRET"] = "0"
-import torch  # noqa: E402
-import triton  # noqa: E402
-from triton.backends.compiler import GPUTarget  # noqa: E402
-from triton.compiler import ASTSource  # noqa: E402
+import torch
+from sm90_compile import compile_sm90
 
 from longseq.kernels.flash_attn import triton as fa  # noqa: E402
 from longseq.kernels.flash_attn import tuning  # noqa: E402
@@ -41,21 +32,8 @@ def probe(kernel, constexprs: dict, warps: int, stages: int) -> dict:
             sig[name] = _PTRS[name]
         else:
             sig[name] = "fp32" if name in ("sm_scale", "softcap") else "i32"
-    src = ASTSource(fn=kernel, signature=sig, constexprs=constexprs)
-    compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps, "num_stages": stages})
-    ptx = compiled.asm["ptx"]
-    ptxas = glob.glob(os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/ptxas"))[0]
-    with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as f:
-        f.write(ptx)
-    info = subprocess.run(
-        [ptxas, "-v", "--gpu-name", "sm_90a", f.name, "-o", os.devnull], capture_output=True, text=True
-    )
-    os.unlink(f.name)
-    return {
-        "regs": int(re.findall(r"Used (\d+) registers", info.stderr)[0]),
-        "spill_bytes": int(re.findall(r"(\d+) bytes spill stores", info.stderr)[0]),
-        "wgmma": len(re.findall(r"wgmma\.mma_async", ptx)),
-    }
+    c = compile_sm90(kernel, sig, constexprs, warps, stages)
+    return {"regs": c.regs, "spill_bytes": c.spill_bytes, "wgmma": c.count(r"wgmma\.mma_async")}
 
 
 def main() -> None:

@@ -13,17 +13,11 @@ B * D / 32 warps, so a kernel built this way needs the sequence split across pro
 ``kernels/selective_scan/segmented.py`` does (probed at the end, beside the default chunked kernel).
 """
 
-import glob
-import os
-import re
-import subprocess
-import tempfile
+from __future__ import annotations
 
-os.environ["TRITON_INTERPRET"] = "0"
-import triton
+import triton  # noqa: I001
 import triton.language as tl
-from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
+from sm90_compile import compile_sm90  # sets TRITON_INTERPRET=0 before Triton loads
 
 
 @triton.jit
@@ -89,25 +83,13 @@ def probe(kernel, warps: int, **constexprs: int) -> dict:
 
 
 def _compile(kernel, signature: dict, constexprs: dict, warps: int) -> dict:
-    src = ASTSource(fn=kernel, signature=signature, constexprs=constexprs)
-    compiled = triton.compile(src, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
-    ptx = compiled.asm["ptx"]
-    ptxas = glob.glob(os.path.join(os.path.dirname(triton.__file__), "backends/nvidia/bin/ptxas"))[0]
-    with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as f:
-        f.write(ptx)
-    info = subprocess.run(
-        [ptxas, "-v", "--gpu-name", "sm_90a", f.name, "-o", os.devnull], capture_output=True, text=True
-    )
-    os.unlink(f.name)
-    layout = next(
-        (line.split("=", 1)[1].strip() for line in compiled.asm["ttgir"].splitlines() if line.startswith("#blocked")),
-        "",
-    )
+    c = compile_sm90(kernel, signature, constexprs, warps)
+    layout = next((line.split("=", 1)[1].strip() for line in c.ttgir.splitlines() if line.startswith("#blocked")), "")
     return {
-        "shfl": len(re.findall(r"shfl\.sync", ptx)),
-        "ex2": len(re.findall(r"ex2\.approx", ptx)),
-        "regs": int(re.findall(r"Used (\d+) registers", info.stderr)[0]),
-        "spill_bytes": int(re.findall(r"(\d+) bytes spill stores", info.stderr)[0]),
+        "shfl": c.count(r"shfl\.sync"),
+        "ex2": c.count(r"ex2\.approx"),
+        "regs": c.regs,
+        "spill_bytes": c.spill_bytes,
         "first_layout": layout,  # the first blocked layout of the module (a load's), for orientation
     }
 
