@@ -15,9 +15,9 @@ B * D / 32 warps, so a kernel built this way needs the sequence split across pro
 
 from __future__ import annotations
 
-import triton  # noqa: I001
+import triton
 import triton.language as tl
-from sm90_compile import compile_sm90  # sets TRITON_INTERPRET=0 before Triton loads
+from sm90_compile import compile_sm90
 
 
 @triton.jit
