@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.common import Record, bench, require_cuda, save_figure, write_results
+from benchmarks.common import Record, _fmt, bench, require_cuda, save_figure, write_results
 
 __all__ = [
     "LENGTHS",
@@ -498,10 +498,6 @@ def speedup_summary(rows: Sequence[dict[str, Any]], target_L: int) -> dict[str, 
 # --------------------------------------------------------------------------------------------
 # results
 # --------------------------------------------------------------------------------------------
-
-
-def _fmt(x: float | None, spec: str) -> str:
-    return "-" if x is None else format(x, spec)
 
 
 def report_markdown(extra: dict[str, Any]) -> str:

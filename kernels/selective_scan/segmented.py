@@ -27,7 +27,7 @@ import triton
 import triton.language as tl
 
 from longseq.kernels._common import interpreting, num_programs_hint
-from longseq.kernels.selective_scan.triton import LOG2E, _softplus, linear_scan
+from longseq.kernels.selective_scan.triton import LOG2E, _reset_mask, _softplus, fit_group, linear_scan
 
 #: Tokens scanned inside one thread per step, channels per program (lanes), warps per program.
 LANE_CHUNK, LANE_BLOCK_D, LANE_WARPS = 4, 32, 1
@@ -103,11 +103,8 @@ def _seg_kernel(
             dt = _softplus(dt)
         dt = tl.where(mask, dt, 0.0)
         a = tl.exp2(dt[:, None, :] * A2[None, :, :])  # (CH, BN, BD)
-        if HAS_SEQ:
-            ok = t_mask & (t > 0)
-            cur = tl.load(SEQ + pid_b * s_sb + t * s_sl, mask=ok, other=0)
-            prev = tl.load(SEQ + pid_b * s_sb + (t - 1) * s_sl, mask=ok, other=0)
-            a = tl.where((ok & (cur != prev))[:, None, None], 0.0, a)
+        if HAS_SEQ:  # up to the segment's end: tail tokens past it keep a = 1 (the state carries through)
+            a = tl.where(_reset_mask(SEQ, pid_b * s_sb, t, t_end, s_sl)[:, None, None], 0.0, a)
         Bv = _load_bc(Bp, pid_b * sB0, grp, d, n, t, nd_mask, tn_mask, sB0, sB1, sB2, sB3, VAR_B)
         ac, hs = linear_scan(a, (dt * u)[:, None, :] * Bv, CH, False, INTERPRET, 0)
         hs += ac * h[None, :, :]  # (CH, BN, BD): the state after every token of the step
@@ -148,11 +145,7 @@ def _combine_kernel(HEND, PROD, H0, HIN, HLAST, DN, n_segs, HAS_H0: tl.constexpr
 
 def _block_d(dim: int, g_size: int | None) -> int:
     """Channels per program: ``LANE_BLOCK_D``, halved until it divides the group size of per-token B/C."""
-    bd = max(1, min(LANE_BLOCK_D, triton.next_power_of_2(dim)))
-    if g_size is not None:
-        while g_size % bd:
-            bd //= 2
-    return bd
+    return fit_group(max(1, min(LANE_BLOCK_D, triton.next_power_of_2(dim))), g_size)
 
 
 def num_segments(L: int, state_chunk: int, programs_per_segment: int, device: torch.device) -> int:

@@ -370,7 +370,12 @@ def chunk_size(L: int, N: int) -> int:
 def _block_d(D: int, g_size: int | None, elems: int, bn: int, ch: int) -> int:
     """Channels per program: a power of 2 with ``BLOCK_D * BLOCK_N * CHUNK <= elems`` that divides
     ``g_size`` (so a block never straddles two groups of per-token ``B``/``C``)."""
-    bd = max(1, min(triton.next_power_of_2(D), elems // (bn * ch)))
+    return fit_group(max(1, min(triton.next_power_of_2(D), elems // (bn * ch))), g_size)
+
+
+def fit_group(bd: int, g_size: int | None) -> int:
+    """``bd`` (a power of 2) halved until it divides ``g_size``, the channels per group of per-token
+    ``B``/``C`` (``None``: per-channel ``B``/``C``, any block fits)."""
     if g_size is not None:
         while g_size % bd:
             bd //= 2
