@@ -21,16 +21,7 @@ from longseq.apps.timeseries.pipeline import ForecastPipeline, future_timestamps
 L, H = 24, 8
 
 
-@pytest.fixture(autouse=True)
-def _cpu_quiet(monkeypatch: pytest.MonkeyPatch):
-    if not torch.cuda.is_available():
-        monkeypatch.setenv("TRITON_INTERPRET", "0")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("cpu_quiet")
 
 
 def write_csv(

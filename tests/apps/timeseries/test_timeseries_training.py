@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import math
 import re
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -22,17 +21,7 @@ from longseq.apps.timeseries.schedules import build_scheduler, epoch_factor
 CONFIG_DIR = gen.CONFIG_DIR
 
 
-@pytest.fixture(autouse=True)
-def _cpu_quiet(monkeypatch: pytest.MonkeyPatch):
-    """CPU runs use the kernels' PyTorch references and one thread; Lightning's hints are silenced."""
-    if not torch.cuda.is_available():
-        monkeypatch.setenv("TRITON_INTERPRET", "0")
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("cpu_quiet")
 
 
 def write_csv(path: Path, rows: int = 300, channels: int = 2, start: str = "2021-01-01T00:00", step_h: int = 1) -> Path:
