@@ -36,8 +36,22 @@ from longseq.core.reduction.prune import attentive_prune, evit_num_kept
 SUPPORTED_METHODS = ("tome", "evit")
 
 
+@dataclass(kw_only=True)
+class _ForwardRecord:
+    """The per-forward bookkeeping both states share (``sizes``, ``merge_map``, ``merged``; see
+    :class:`ToMeState`), keyword-only so each state lists its settings first."""
+
+    sizes: torch.Tensor | None = None
+    merge_map: torch.Tensor | None = None
+    merged: bool = False
+
+    def reset(self) -> None:
+        """Forget the previous forward's sizes and merge map."""
+        self.sizes, self.merge_map, self.merged = None, None, False
+
+
 @dataclass
-class ToMeState:
+class ToMeState(_ForwardRecord):
     """Token merging settings and per-forward bookkeeping shared by a patched model and its blocks.
 
     Attributes:
@@ -54,13 +68,6 @@ class ToMeState:
     r: int
     prop_attn: bool
     num_prefix_tokens: int
-    sizes: torch.Tensor | None = None
-    merge_map: torch.Tensor | None = None
-    merged: bool = False
-
-    def reset(self) -> None:
-        """Forget the previous forward's sizes and merge map."""
-        self.sizes, self.merge_map, self.merged = None, None, False
 
     @property
     def active(self) -> bool:
@@ -69,7 +76,7 @@ class ToMeState:
 
 
 @dataclass
-class EViTState:
+class EViTState(_ForwardRecord):
     """EViT settings and per-forward bookkeeping shared by a patched model and its pruning blocks.
 
     Attributes:
@@ -83,13 +90,6 @@ class EViTState:
     keep_rate: float
     layers: tuple[int, ...]
     num_prefix_tokens: int
-    sizes: torch.Tensor | None = None
-    merge_map: torch.Tensor | None = None
-    merged: bool = False
-
-    def reset(self) -> None:
-        """Forget the previous forward's sizes and merge map."""
-        self.sizes, self.merge_map, self.merged = None, None, False
 
     @property
     def active(self) -> bool:
