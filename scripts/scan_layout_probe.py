@@ -107,7 +107,7 @@ def probe_kernels() -> None:
              {**flags, "HAS_H0": True, "SAVE_STATES": True, "BLOCK_D": 4, "CHUNK": 32}, chunked.FWD_WARPS)]  # fmt: skip
     for write in (False, True):
         consts = {**flags, "HAS_HIN": write, "WRITE_Y": write, "SAVE_STATES": write, "STORE_END": not write,
-                  "BLOCK_D": segmented.LANE_BLOCK_D, "CH": segmented.LANE_CHUNK}  # fmt: skip
+                  "BLOCK_D": segmented.LANE_BLOCK_D, "CH": segmented.LANE_CHUNK, "STATE_CHUNK": 32}  # fmt: skip
         name = f"segmented {'y pass' if write else 'state pass'}"
         runs.append((name, segmented._seg_kernel, consts, segmented.LANE_WARPS))
     for name, kernel, consts, warps in runs:

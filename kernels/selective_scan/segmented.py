@@ -1,7 +1,9 @@
 """An alternative selective-scan forward: channels on lanes, the sequence split into segments.
 
-Experimental (off by default, ``FWD_IMPL`` in ``kernels/selective_scan/triton.py``; correct against the
-reference under the interpreter, **not yet timed on a GPU**). Why it exists: the default kernel tiles
+The default forward (``FWD_IMPL`` in ``kernels/selective_scan/triton.py``): on an H200 at B=2, D=1536,
+N=16, L=8K (bf16, no grad) it takes 0.50 ms at these knobs against the chunked kernel's 1.30 ms
+(``scripts/kernel_sweep.py scan``, ``benchmarks/results/sweep_scan-h200.jsonl``; 8 tokens per thread
+measured 0.46 ms but spills registers once the forward also saves the backward's states). Why it exists: the default kernel tiles
 ``(channel, state, token)`` and Triton puts lanes on the token axis, so every step of its chunk scan and
 the sum over states shuffle between lanes. Tiled ``(token, state, channel)`` as here, the lanes hold
 channels and a chunk of ``LANE_CHUNK`` tokens is scanned inside each thread (``scripts/scan_layout_probe.py``:
@@ -32,7 +34,7 @@ from longseq.kernels.selective_scan.triton import LOG2E, _reset_mask, _softplus,
 #: Tokens scanned inside one thread per step, channels per program (lanes), warps per program.
 LANE_CHUNK, LANE_BLOCK_D, LANE_WARPS = 4, 32, 1
 #: Aim for this many programs per SM-slot hint when choosing the number of segments.
-PROGRAMS_PER_HINT = 4
+PROGRAMS_PER_HINT = 8
 
 
 @triton.jit
@@ -56,13 +58,14 @@ def _load_bc(P, off_b, grp, d, n, t, nd_mask, tn_mask, s0, s1, s2, s3, VAR: tl.c
 def _seg_kernel(
     U, DELTA, A, Bp, Cp, Dp, Z, DBIAS, HIN, SEQ,
     OUT, HEND, PROD, STATES,
-    DIM, L, N, g_size, seg_len, n_segs, state_chunk, n_chunks,
+    DIM, L, N, g_size, seg_len, n_segs, n_chunks,
     s_ub, s_ud, s_ul, s_db, s_dd, s_dl, s_zb, s_zd, s_zl, s_ob, s_od, s_ol,
     s_ad, s_an, sB0, sB1, sB2, sB3, sC0, sC1, sC2, sC3, s_sb, s_sl,
     HAS_D: tl.constexpr, HAS_Z: tl.constexpr, HAS_DBIAS: tl.constexpr, SOFTPLUS: tl.constexpr,
     HAS_HIN: tl.constexpr, HAS_SEQ: tl.constexpr, VAR_B: tl.constexpr, VAR_C: tl.constexpr,
     WRITE_Y: tl.constexpr, SAVE_STATES: tl.constexpr, STORE_END: tl.constexpr,
-    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CH: tl.constexpr, INTERPRET: tl.constexpr,
+    BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CH: tl.constexpr, STATE_CHUNK: tl.constexpr,
+    INTERPRET: tl.constexpr,
 ):  # fmt: skip
     pid_b = tl.program_id(0).to(tl.int64)
     pid_d = tl.program_id(1)
@@ -86,40 +89,44 @@ def _seg_kernel(
     prod = tl.full((BLOCK_N, BLOCK_D), 1.0, tl.float32)
     t_start = pid_s * seg_len
     t_end = tl.minimum(t_start + seg_len, L)
-    for c in range(t_start, t_end, CH):
-        t = c + tt  # (CH,)
-        t_mask = t < t_end
-        mask = t_mask[:, None] & d_mask[None, :]  # (CH, BD)
-        if SAVE_STATES:  # noqa: SIM102  (a constexpr branch, then a runtime one: Triton keeps them apart)
-            if c % state_chunk == 0:  # the state entering the backward's chunk c // state_chunk
-                chunk_off = ((pid_b * n_chunks + c // state_chunk) * DIM + d[None, :]) * N + n[:, None]
-                tl.store(STATES + chunk_off, h, mask=nd_mask)
-        tn_mask = t_mask[:, None] & n_mask[None, :]  # (CH, BN)
-        u = _load_tc(U, pid_b * s_ub, d, t, s_ud, s_ul, mask)
-        dt = _load_tc(DELTA, pid_b * s_db, d, t, s_dd, s_dl, mask)
-        if HAS_DBIAS:
-            dt += bias[None, :]
-        if SOFTPLUS:
-            dt = _softplus(dt)
-        dt = tl.where(mask, dt, 0.0)
-        a = tl.exp2(dt[:, None, :] * A2[None, :, :])  # (CH, BN, BD)
-        if HAS_SEQ:  # up to the segment's end: tail tokens past it keep a = 1 (the state carries through)
-            a = tl.where(_reset_mask(SEQ, pid_b * s_sb, t, t_end, s_sl)[:, None, None], 0.0, a)
-        Bv = _load_bc(Bp, pid_b * sB0, grp, d, n, t, nd_mask, tn_mask, sB0, sB1, sB2, sB3, VAR_B)
-        ac, hs = linear_scan(a, (dt * u)[:, None, :] * Bv, CH, False, INTERPRET, 0)
-        hs += ac * h[None, :, :]  # (CH, BN, BD): the state after every token of the step
-        if WRITE_Y:
-            Cv = _load_bc(Cp, pid_b * sC0, grp, d, n, t, nd_mask, tn_mask, sC0, sC1, sC2, sC3, VAR_C)
-            y = tl.sum(hs * Cv, axis=1)  # (CH, BD)
-            if HAS_D:
-                y += Dv[None, :] * u
-            if HAS_Z:
-                zv = _load_tc(Z, pid_b * s_zb, d, t, s_zd, s_zl, mask)
-                y = y * zv * tl.sigmoid(zv)
-            tl.store(OUT + pid_b * s_ob + d[None, :] * s_od + t[:, None] * s_ol, y.to(OUT.dtype.element_ty), mask=mask)
-        last = (tt == CH - 1)[:, None, None]  # masked tail tokens have a = 1, b = 0: the state carries through
-        h = tl.sum(tl.where(last, hs, 0.0), axis=0)
-        prod *= tl.sum(tl.where(last, ac, 0.0), axis=0)
+    # Segments start on the backward's chunk borders: the outer loop walks those chunks (storing the state
+    # entering each, no branch inside the token loop), the inner one CH tokens at a time.
+    for c0 in range(t_start, t_end, STATE_CHUNK):
+        if SAVE_STATES:  # the state entering the backward's chunk c0 // STATE_CHUNK
+            chunk_off = ((pid_b * n_chunks + c0 // STATE_CHUNK) * DIM + d[None, :]) * N + n[:, None]
+            tl.store(STATES + chunk_off, h, mask=nd_mask)
+        for c in range(c0, c0 + STATE_CHUNK, CH):
+            t = c + tt  # (CH,)
+            t_mask = t < t_end
+            mask = t_mask[:, None] & d_mask[None, :]  # (CH, BD)
+            tn_mask = t_mask[:, None] & n_mask[None, :]  # (CH, BN)
+            u = _load_tc(U, pid_b * s_ub, d, t, s_ud, s_ul, mask)
+            dt = _load_tc(DELTA, pid_b * s_db, d, t, s_dd, s_dl, mask)
+            if HAS_DBIAS:
+                dt += bias[None, :]
+            if SOFTPLUS:
+                dt = _softplus(dt)
+            dt = tl.where(mask, dt, 0.0)
+            a = tl.exp2(dt[:, None, :] * A2[None, :, :])  # (CH, BN, BD)
+            if HAS_SEQ:  # up to the segment's end: tail tokens past it keep a = 1 (the state carries through)
+                a = tl.where(_reset_mask(SEQ, pid_b * s_sb, t, t_end, s_sl)[:, None, None], 0.0, a)
+            Bv = _load_bc(Bp, pid_b * sB0, grp, d, n, t, nd_mask, tn_mask, sB0, sB1, sB2, sB3, VAR_B)
+            ac, hs = linear_scan(a, (dt * u)[:, None, :] * Bv, CH, False, INTERPRET, 0)
+            hs += ac * h[None, :, :]  # (CH, BN, BD): the state after every token of the step
+            if WRITE_Y:
+                Cv = _load_bc(Cp, pid_b * sC0, grp, d, n, t, nd_mask, tn_mask, sC0, sC1, sC2, sC3, VAR_C)
+                y = tl.sum(hs * Cv, axis=1)  # (CH, BD)
+                if HAS_D:
+                    y += Dv[None, :] * u
+                if HAS_Z:
+                    zv = _load_tc(Z, pid_b * s_zb, d, t, s_zd, s_zl, mask)
+                    y = y * zv * tl.sigmoid(zv)
+                tl.store(
+                    OUT + pid_b * s_ob + d[None, :] * s_od + t[:, None] * s_ol, y.to(OUT.dtype.element_ty), mask=mask
+                )
+            last = (tt == CH - 1)[:, None, None]  # masked tail tokens have a = 1, b = 0: the state carries through
+            h = tl.sum(tl.where(last, hs, 0.0), axis=0)
+            prod *= tl.sum(tl.where(last, ac, 0.0), axis=0)
     if STORE_END:
         tl.store(HEND + seg_off, h, mask=nd_mask)
     if not WRITE_Y:
@@ -187,6 +194,8 @@ def selective_scan_fwd_segmented(
     states = torch.empty(batch, n_chunks if save_states else 0, dim, N, dtype=f32, device=dev)
     if batch * dim == 0:
         return out, last, states
+    if L == 0:  # no token: the last state is the initial one
+        return out, last.copy_(initial_state) if initial_state is not None else last.zero_(), states
     d_blocks = triton.cdiv(dim, bd)
     S = num_segments(L, state_chunk, batch * d_blocks, dev)
     seg_len = triton.cdiv(n_chunks, S) * state_chunk  # whole backward chunks per segment
@@ -203,11 +212,11 @@ def selective_scan_fwd_segmented(
             u, delta, A, B, C, D if D is not None else A, z if z is not None else u,
             delta_bias if delta_bias is not None else A, hin if hin is not None else last,
             seq_idx if seq_idx is not None else u, out, hend, prod, states,
-            dim, L, N, g_size or bd, seg_len, S, state_chunk, n_chunks,
+            dim, L, N, g_size or bd, seg_len, S, n_chunks,
             *u.stride(), *delta.stride(), *z_strides, *out.stride(), *A.stride(), *strides_bc[0], *strides_bc[1],
             *(seq_idx.stride() if seq_idx is not None else (0, 0)),
             HAS_HIN=hin is not None, WRITE_Y=write_y, SAVE_STATES=save_states and write_y,
-            STORE_END=not write_y or S == 1, **common,
+            STORE_END=not write_y or S == 1, STATE_CHUNK=state_chunk, **common,
         )  # fmt: skip
 
     if S == 1:  # one pass: from the initial state, writing y and (as its end state) the last state
