@@ -22,9 +22,10 @@ instead of ``L^2 / 2``. Passes: "fwd" (inputs without grad) and "fwd+bwd" (forwa
 ``torch.autograd.grad`` with a fixed ``dout``). Each variant gets its native layout, made outside
 the timed region: ``(B, L, H, D)`` for ours, ``(B, H, L, D)`` for SDPA and Flex.
 
-Our kernels autotune once per (head dim, mask kind, dtype); the benchmark warms each up on a long
-sequence first, so the sweep measures tuned kernels. Each shape is checked against SDPA-flash (or
-Flex for windows/documents) before it is timed. A wall-clock budget keeps the run near six minutes;
+Our kernels autotune once per (head dim, mask kind, dtype, length bucket: up to 1K, up to 4K, longer); the
+benchmark warms the long bucket up first, the shorter buckets tune in their first case's correctness check,
+so every timing is of tuned kernels. Each shape is checked against SDPA-flash (or Flex for
+windows/documents) before it is timed. A wall-clock budget keeps the run near seven minutes;
 cases past it are listed in ``extra["skipped"]`` rather than timed. Targets on H100 (D=128, causal,
 L >= 4K) are summarised in ``extra["targets"]``, met or not.
 """
@@ -54,7 +55,7 @@ HEADDIMS = (128, 64)
 WINDOW, WINDOW_LENGTHS = 1024, (16384, 32768, 65536)
 DOCS = 8
 DTYPE = torch.bfloat16
-BUDGET_S = 330.0  # stop starting new cases after this many seconds (the issue allows ~6 minutes)
+BUDGET_S = 420.0  # stop starting new cases after this many seconds (a 10-minute device call, with margin)
 WARMUP_MS, REP_MS = 20, 80  # do_bench budgets (ms): modest, most cases run for milliseconds
 REL_TOL = 3e-2  # max |ours - baseline| / max |baseline| per output and gradient (bf16 vs bf16)
 TARGETS = {  # (pass, baseline) -> minimum speed-up of ours, D=128 causal L >= 4K
@@ -352,8 +353,8 @@ def _tuned_configs() -> dict[str, str]:
     from longseq.kernels.flash_attn import tuning
 
     return {
-        f"{name}-d{d}{'-fp32' if fp32 else ''} {key}": str(cfg)
-        for (name, d, fp32), tuner in tuning._TUNED.items()
+        f"{name}-d{d}{'-fp32' if fp32 else ''}-len{bucket} {key}": str(cfg)
+        for (name, d, fp32, bucket), tuner in tuning._TUNED.items()
         for key, cfg in tuner.cache.items()
     }
 

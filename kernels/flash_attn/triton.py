@@ -441,6 +441,7 @@ class Problem:
         self.slopes = alibi_slopes
         self.block_d = block_d_for(self.headdim)
         self.dtype = q.dtype
+        self.longest = max(self.seqlen_q, self.seqlen_k)  # picks the autotuning length bucket
         check_grid(self.batch)
 
     def scalars(self) -> list[Any]:
@@ -477,7 +478,7 @@ def flash_attn_fwd(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, p: Problem
     lse = torch.empty(p.lse_shape(q), device=q.device, dtype=torch.float32)
     if q.numel() == 0 or p.batch == 0:
         return out, lse
-    kernel, meta = launcher("fwd", _fwd_kernel, p.block_d, p.dtype)
+    kernel, meta = launcher("fwd", _fwd_kernel, p.block_d, p.dtype, p.longest)
 
     def grid(m: dict[str, Any]) -> tuple[int, int, int]:
         return (triton.cdiv(p.seqlen_q, m["BLOCK_M"]), p.nheads, p.batch)
@@ -523,7 +524,9 @@ def flash_attn_bwd(
         D=p.headdim, BLOCK_D=p.block_d, IS_VARLEN=p.varlen, HAS_DLSE=dlse is not None, BLOCK_M=pre_block, num_warps=8,
     )  # fmt: skip
     common = [*_lse_strides(lse, p.varlen), *p.scalars()]
-    kernel, meta = launcher("bwd_dkdv_atomic" if atomic else "bwd_dkdv", _bwd_dkdv_kernel, p.block_d, p.dtype)
+    kernel, meta = launcher(
+        "bwd_dkdv_atomic" if atomic else "bwd_dkdv", _bwd_dkdv_kernel, p.block_d, p.dtype, p.longest
+    )
 
     def grid_kv(m: dict[str, Any]) -> tuple[int, int, int]:
         return (triton.cdiv(p.seqlen_k, m["BLOCK_N"]), p.nheads_kv, p.batch)
@@ -536,7 +539,7 @@ def flash_attn_bwd(
     )  # fmt: skip
     if atomic:
         return dq.to(q.dtype), dk, dv
-    kernel, meta = launcher("bwd_dq", _bwd_dq_kernel, p.block_d, p.dtype)
+    kernel, meta = launcher("bwd_dq", _bwd_dq_kernel, p.block_d, p.dtype, p.longest)
 
     def grid_q(m: dict[str, Any]) -> tuple[int, int, int]:
         return (triton.cdiv(p.seqlen_q, m["BLOCK_M"]), p.nheads, p.batch)

@@ -660,6 +660,27 @@ def test_flash_attn_runs_the_triton_path(device, monkeypatch):
     assert flash_attn_with_kvcache(q, q, q).shape == q.shape
 
 
+def test_autotuning_is_per_length_bucket(monkeypatch):
+    """One autotuner per (kernel, head dim, dtype, length bucket): lengths in one bucket share a tuning
+    (no retuning once warm), short and long sequences get their own (their best tiles differ)."""
+    from longseq.kernels.flash_attn import triton as fa
+
+    monkeypatch.setattr(tuning, "interpreting", lambda: False)
+    monkeypatch.setattr(tuning, "_TUNED", {})
+    monkeypatch.setenv(tuning.AUTOTUNE_ENV, "1")
+    assert [tuning.length_bucket(n) for n in (1, 1024, 1025, 4096, 4097, 1 << 20)] == [0, 0, 1, 1, 2, 2]
+
+    def tuned(seqlen: int) -> object:
+        kernel, meta = tuning.launcher("fwd", fa._fwd_kernel, 128, torch.bfloat16, seqlen)
+        assert meta == {}
+        return kernel
+
+    assert tuned(384) is tuned(512) is tuned(1024)
+    assert tuned(2048) is tuned(4096) is not tuned(512)
+    assert tuned(65536) is not tuned(4096)
+    assert len(tuning._TUNED) == 3
+
+
 def test_flash_attn_cpu_without_interpreter_uses_reference(monkeypatch):
     """Plain CPU tensors (no interpreter) take the reference path, with gradients and the lse."""
     from longseq.kernels.flash_attn import ops

@@ -110,10 +110,11 @@ def test_gpu_autotuned_path_and_no_retuning(monkeypatch):
     monkeypatch.setenv(tuning.AUTOTUNE_ENV, "1")
     case = Case(batch=2, seqlen_q=512, seqlen_k=512, headdim=128, causal=True, dtype=BF16)  # atomic dQ
     check_case(case, "cuda")
-    tuned = [tuning._TUNED[(name, 128, False)] for name in ("fwd", "bwd_dkdv_atomic")]
+    tuned = [tuning._TUNED[(name, 128, False, 0)] for name in ("fwd", "bwd_dkdv_atomic")]
     n_keys = [len(t.cache) for t in tuned]
     check_case(Case(batch=1, seqlen_q=384, seqlen_k=384, headdim=128, causal=True, dtype=BF16), "cuda")
     assert [len(t.cache) for t in tuned] == n_keys, "a new sequence length must not trigger retuning"
+    assert {k[3] for k in tuning._TUNED if k[:3] == ("fwd", 128, False)} == {0}, "384 and 512 share a bucket"
     check_case(replace(case, deterministic=True), "cuda")  # tunes the two deterministic kernels
 
 
