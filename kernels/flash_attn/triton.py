@@ -46,8 +46,9 @@ from longseq.kernels.flash_attn.tuning import block_d_for, dot_precision, launch
 #: Largest head dim the kernels support.
 MAX_HEADDIM = 256
 #: The atomic-dQ backward (``deterministic=False``) only up to this key length: beyond it the separate
-#: dQ kernel is faster (H200, bf16, D=128, 16K tokens: fwd+bwd 1.09x faster at L=512 with atomics, 0.91x at
-#: L=1K and 0.89x at L=8K; benchmarks/results/flash_attn-h200.json, column ``longseq_deterministic``).
+#: dQ kernel is faster (H200, bf16, D=128, 16K tokens: with atomics fwd+bwd 0.91x at L=1K and 0.89x at L=8K,
+#: the first flash_attn-h200.json benchmark, in git history); at L=512 the
+#: atomic path is 1.17x faster (H100, benchmarks/results/flash_attn-h100.json, ``longseq_deterministic``).
 ATOMIC_MAX_SEQLEN_K = 512
 #: Scalar arguments that change from call to call (lengths, windows, small strides): compiled as plain
 #: values, not specialised (Triton would otherwise compile a variant for values 1 and multiples of 16).
