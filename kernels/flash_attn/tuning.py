@@ -100,9 +100,7 @@ def length_bucket(seqlen: int) -> int:
     return sum(seqlen > bound for bound in LENGTH_BUCKETS)
 
 
-def launcher(
-    name: str, kernel: Any, block_d: int, dtype: torch.dtype, seqlen: int = 0
-) -> tuple[Any, dict[str, Any]]:
+def launcher(name: str, kernel: Any, block_d: int, dtype: torch.dtype, seqlen: int = 0) -> tuple[Any, dict[str, Any]]:
     """``(kernel, fixed meta)``: the raw kernel with a fixed configuration (the interpreter's blocks, a
     forced one, or the first candidate when autotuning is off), or an autotuned wrapper and no meta.
     ``seqlen`` (the longer of the query and key lengths, maxima for varlen) picks the length bucket:
