@@ -28,6 +28,7 @@ declare -A JOBS=(
   [forecasting96]="python3 -m benchmarks.forecasting --datasets etth1 --models dlinear patchtst informer --lookback 96 --num-workers 4 --accelerator gpu --out $out/results --tag etth1-96"
   [tokred]="$PYTEST -v tests/kernels/test_token_merge.py -m gpu; python3 -m benchmarks.token_reduction --models vit_b16 vit_l16 --deadline 400 --out $out/results || LONGSEQ_TOME_KERNELS=0 python3 -m benchmarks.token_reduction --models vit_b16 --deadline 200 --out $out/results"
   [sweep_flash]="python3 scripts/kernel_sweep.py flash --out $out/results/sweep_flash.jsonl"
+  [sweep_scan]="python3 scripts/kernel_sweep.py scan --out $out/results/sweep_scan.jsonl"
   [sweep_scan_fft]="python3 scripts/kernel_sweep.py scan --out $out/results/sweep_scan.jsonl; python3 scripts/kernel_sweep.py fftconv --out $out/results/sweep_fftconv.jsonl"
   # iEnhancer: 5 seeds from scratch and 5 from the 1K E. coli model, both strands scored (declared headline);
   # both processes share one GPU (small models), with the SSD reference grid beside them.

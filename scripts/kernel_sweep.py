@@ -97,17 +97,46 @@ def sweep_scan(out: Any) -> None:
         selective_scan_fn(u, delta, A, Bm, Cm, Dv, z, db, delta_softplus=True).backward(g)
         return delta.grad
 
+    def fwd_train() -> torch.Tensor:  # the forward of a training step: it also saves the backward's states
+        return selective_scan_fn(u, delta, A, Bm, Cm, Dv, z, db, delta_softplus=True).detach()
+
     ref_y, ref_g = fwd(), fwd_bwd()
     _profile(fwd_bwd, out, "scan-default")
-    # The segmented forward (channels on lanes, no shuffles; kernels/selective_scan/segmented.py) first.
+    # The segmented backward (channels on lanes; kernels/selective_scan/segmented_bwd.py) behind the
+    # segmented forward; PROGRAMS_PER_HINT sets the segments of both.
     from longseq.kernels.selective_scan import segmented as sg
+    from longseq.kernels.selective_scan import segmented_bwd as sb
 
-    for lane_chunk, block_d, warps, pph in itertools.product((2, 4, 8), (16, 32, 64), (1, 2), (2, 4, 8)):
+    both = dict(FWD_IMPL="segmented", BWD_IMPL="segmented")
+    ref_grads = [t.grad.float().clone() for t in leaves]  # of the default pair (the last fwd_bwd call)
+
+    def rel_err_all() -> float:
+        """Max over every gradient of max |grad - default| / max |default| (after the last fwd_bwd call)."""
+        return max(
+            float((t.grad.float() - r).abs().max() / r.abs().max().clamp_min(1e-30)) for t, r in zip(leaves, ref_grads)
+        )
+
+    ms, err, fail = _run(fwd_bwd, ref_g)  # the baseline: the default pair
+    _emit(out, sweep="scan-segmented-bwd", pass_="fwd+bwd", baseline=f"{tr.FWD_IMPL}+{tr.BWD_IMPL}", ms=ms, err=err,
+          rel_err_all=rel_err_all(), fail=fail)  # fmt: skip
+    with _patched(tr, **both):
+        _profile(fwd_bwd, out, "scan-segmented-bwd-default")
+    for chunk, block_d, warps, stash, pph in itertools.product((2, 4, 8), (16, 32), (1, 2), (True, False), (4, 8)):
+        with _patched(tr, **both), _patched(sg, PROGRAMS_PER_HINT=pph), _patched(sb, BWD_CHUNK=chunk,
+                                                BWD_BLOCK_D=block_d, BWD_WARPS=warps, BWD_STASH=stash):  # fmt: skip
+            ms, err, fail = _run(fwd_bwd, ref_g)
+            _emit(out, sweep="scan-segmented-bwd", pass_="fwd+bwd", bwd_chunk=chunk, block_d=block_d, warps=warps,
+                  stash=stash, programs_per_hint=pph, ms=ms, err=err, fail=fail,
+                  rel_err_all=None if fail else rel_err_all())  # fmt: skip
+    # The segmented forward (channels on lanes, no shuffles; kernels/selective_scan/segmented.py).
+    # Its full grid ran in sweep_scan-h200.jsonl; around the best there, with and without saving states.
+    for lane_chunk, block_d, warps, pph in itertools.product((4, 8), (16, 32), (1,), (4, 8)):
         with _patched(tr, FWD_IMPL="segmented"), _patched(sg, LANE_CHUNK=lane_chunk, LANE_BLOCK_D=block_d,
                                                             LANE_WARPS=warps, PROGRAMS_PER_HINT=pph):  # fmt: skip
-            ms, err, fail = _run(fwd, ref_y)
-            _emit(out, sweep="scan-segmented", pass_="fwd", lane_chunk=lane_chunk, block_d=block_d, warps=warps,
-                  programs_per_hint=pph, ms=ms, err=err, fail=fail)  # fmt: skip
+            for pass_, fn in (("fwd", fwd), ("fwd-train", fwd_train)):
+                ms, err, fail = _run(fn, ref_y)
+                _emit(out, sweep="scan-segmented", pass_=pass_, lane_chunk=lane_chunk, block_d=block_d, warps=warps,
+                      programs_per_hint=pph, ms=ms, err=err, fail=fail)  # fmt: skip
     with _patched(tr, FWD_IMPL="segmented"):
         _profile(fwd_bwd, out, "scan-segmented-default")
     # The chunked forward's knobs; chunks of 8-16 tokens included.

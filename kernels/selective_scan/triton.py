@@ -54,6 +54,9 @@ BWD_TILE, BWD_WARPS = 1024, 2
 #: segments) or ``"chunked"`` (this file). Both feed the same backward. The segmented one is the default:
 #: 2.6x faster on an H200 (0.50 vs 1.30 ms, B=2, D=1536, N=16, L=8K, bf16; sweep_scan-h200.jsonl).
 FWD_IMPL = "segmented"
+#: Backward implementation: ``"chunked"`` (this file) or ``"segmented"`` (``segmented_bwd.py``: channels on
+#: lanes, the sequence split into segments; experimental, not yet timed on a GPU).
+BWD_IMPL = "chunked"
 
 
 @triton.jit
@@ -468,6 +471,14 @@ def selective_scan_bwd(
     bn, ch = triton.next_power_of_2(N), chunk_size(L, N)
     n_chunks = triton.cdiv(L, ch)
     g_size, G = _group_size(dim, B, C)
+    if BWD_IMPL == "segmented":
+        from longseq.kernels.selective_scan.segmented_bwd import selective_scan_bwd_segmented
+
+        return selective_scan_bwd_segmented(
+            dout, dlast, u, delta, A, B, C, D, z, delta_bias, seq_idx, states, softplus, ch, g_size, G
+        )  # fmt: skip
+    if BWD_IMPL != "chunked":
+        raise ValueError(f"BWD_IMPL must be 'chunked' or 'segmented', got {BWD_IMPL!r}")
     bd = _block_d(dim, g_size, BWD_TILE, bn, ch)
     dev, f32 = u.device, torch.float32
     du = torch.empty(batch, dim, L, dtype=u.dtype, device=dev)

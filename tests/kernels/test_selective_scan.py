@@ -80,13 +80,26 @@ def check_three(results, dtype):
         assert_close(a, r, lp, name=name)
 
 
-@pytest.fixture(params=["chunked", "segmented"])
-def fwd_impl(request, monkeypatch):
-    """Both forward implementations (``FWD_IMPL``); they share the backward, which the grads check too."""
+#: (FWD_IMPL, BWD_IMPL) pairs: each forward feeds the other kind of backward (both save the same chunk
+#: states), so both forwards and both backwards meet the reference in every test that takes ``scan_impls``;
+#: test_segmented_backward_equals_chunked checks the two backwards against each other.
+IMPLS = {"fwd_chunked-bwd_segmented": ("chunked", "segmented"), "fwd_segmented-bwd_chunked": ("segmented", "chunked")}
+
+
+@pytest.fixture(params=sorted(IMPLS))
+def scan_impls(request, monkeypatch):
+    """Sets ``FWD_IMPL`` and ``BWD_IMPL`` to one pair of :data:`IMPLS`. Under the interpreter the segmented
+    backward takes sub-steps of 16 tokens (1-4 per chunk; each interpreted sub-step costs the same whatever
+    its size): test_segmented_backward_equals_chunked runs the default and the other sub-step sizes."""
+    from longseq.kernels.selective_scan import segmented_bwd
     from longseq.kernels.selective_scan import triton as scan_triton
 
-    monkeypatch.setattr(scan_triton, "FWD_IMPL", request.param)
-    return request.param
+    fwd, bwd = IMPLS[request.param]
+    if interpreting():
+        monkeypatch.setattr(segmented_bwd, "BWD_CHUNK", 16)
+    monkeypatch.setattr(scan_triton, "FWD_IMPL", fwd)
+    monkeypatch.setattr(scan_triton, "BWD_IMPL", bwd)
+    return fwd, bwd
 
 
 def _sorted_seq_idx(batch, L, device, n_max=4):
@@ -95,7 +108,7 @@ def _sorted_seq_idx(batch, L, device, n_max=4):
 
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("shape", SHAPES, ids=str)
-def test_scan_matches_reference(shape, dtype, device, fwd_impl):
+def test_scan_matches_reference(shape, dtype, device, scan_impls):
     """Every feature on: grouped per-token B/C, z, D, delta bias + softplus, initial and last state."""
     batch, dim, N, L = shape
     inputs = make_inputs(batch, dim, N, L, device, groups=2 if dim % 2 == 0 else 1, h0=True)
@@ -114,7 +127,7 @@ FEATURES = {
 
 
 @pytest.mark.parametrize("feature", sorted(FEATURES))
-def test_scan_feature_combinations(feature, device, fwd_impl):
+def test_scan_feature_combinations(feature, device, scan_impls):
     opts = FEATURES[feature]
     dim = 6 if feature == "odd_group_size" else 4
     inputs = make_inputs(2, dim, 5, 37, device, **opts)
@@ -143,9 +156,63 @@ def test_segmented_forward_equals_chunked(programs_per_hint, device, monkeypatch
         torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-5, msg=name)
 
 
+#: id -> (PROGRAMS_PER_HINT, segments it gives, per-token B/C, BWD_CHUNK, BWD_STASH) for L=51 in chunks of 16.
+SEGMENTED_BWD_CASES = {
+    "one_segment": (0, 1, True, 8, True),
+    "two_segments_recompute": (2, 2, True, 8, False),
+    "segment_per_chunk": (1000, 4, True, 4, True),
+    "segment_per_chunk_per_channel_recompute": (1000, 4, False, 8, False),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SEGMENTED_BWD_CASES))
+def test_segmented_backward_equals_chunked(case, device, monkeypatch):
+    """Every gradient of the segmented backward equals the chunked backward's, from the same saved states:
+    1, 2 and 4 segments (one per chunk), sub-steps from stashed or recomputed states, an odd length, resets
+    inside segments and on their borders (tokens 16, 32, 48) and at the last token, an initial state, the
+    last state's gradient, z, D, delta_bias + softplus, per-token B/C in 2 groups and per-channel B/C."""
+    from longseq.kernels.selective_scan import segmented, segmented_bwd
+    from longseq.kernels.selective_scan import triton as scan_triton
+
+    pph, n_segs, per_token, bwd_chunk, stash = SEGMENTED_BWD_CASES[case]
+    batch, dim, N, L = 2, 4, 40, 51  # N=40: chunks of 16 tokens, 4 of them
+    monkeypatch.setattr(segmented, "num_programs_hint", lambda dev: 4)  # the segment count on any device
+    monkeypatch.setattr(segmented, "PROGRAMS_PER_HINT", pph)
+    monkeypatch.setattr(segmented_bwd, "BWD_CHUNK", bwd_chunk)
+    monkeypatch.setattr(segmented_bwd, "BWD_STASH", stash)
+    programs = batch * dim // segmented_bwd._block_d(dim, 2 if per_token else None)  # per segment
+    assert scan_triton.chunk_size(L, N) == 16 and segmented.num_segments(L, 16, programs, device) == n_segs
+    x = make_inputs(batch, dim, N, L, device, groups=2, per_token=per_token, h0=True)
+    marks = torch.zeros(batch, L, dtype=torch.int32)
+    marks[0, [16, 25, 32]] = 1
+    marks[1, [38, 48, 50]] = 1
+    seq_idx = marks.cumsum(1, dtype=torch.int32).to(device)
+    keys = ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")
+    monkeypatch.setattr(scan_triton, "FWD_IMPL", "chunked")
+    out, _last, states = scan_triton.selective_scan_fwd(*(x[k] for k in keys), x["initial_state"], seq_idx, True, True)
+    dout, dlast = torch.randn_like(out), torch.randn(batch, dim, N, device=device)
+    grads = {}
+    for impl in ("chunked", "segmented"):
+        monkeypatch.setattr(scan_triton, "BWD_IMPL", impl)
+        grads[impl] = scan_triton.selective_scan_bwd(dout, dlast, *(x[k] for k in keys), seq_idx, states, True)
+    for name, a, b in zip((*keys, "initial_state"), grads["segmented"], grads["chunked"]):
+        assert a.dtype == b.dtype and a.shape == b.shape, name
+        torch.testing.assert_close(a, b, atol=2e-5, rtol=1e-5, msg=name)
+
+
+def test_scan_unknown_bwd_impl(device, monkeypatch):
+    from longseq.kernels.selective_scan import triton as scan_triton
+
+    monkeypatch.setattr(scan_triton, "BWD_IMPL", "fast")
+    x = make_inputs(1, 2, 3, 5, device)
+    leaves = {k: v if v is None else v.requires_grad_() for k, v in x.items()}
+    with pytest.raises(ValueError, match="BWD_IMPL must be 'chunked' or 'segmented', got 'fast'"):
+        selective_scan_fn(**leaves).sum().backward()
+
+
 @pytest.mark.parametrize("dtype", DTYPES, ids=str)
 @pytest.mark.parametrize("per_token", [True, False])
-def test_scan_seq_idx_resets(per_token, dtype, device, fwd_impl):
+def test_scan_seq_idx_resets(per_token, dtype, device, scan_impls):
     """Packed rows: the reference restarts the state where seq_idx changes; the initial state and
     the last state belong to each row's first and last sequence."""
     inputs = make_inputs(2, 4, 4, 70, device, per_token=per_token, h0=True)
@@ -153,13 +220,16 @@ def test_scan_seq_idx_resets(per_token, dtype, device, fwd_impl):
     check_three(run_three(inputs, dtype, seq_idx=seq_idx, last_weight=1.0), dtype)
 
 
-def test_scan_compiled_scan_primitive(device, monkeypatch):
-    """The GPU path scans with ``tl.associative_scan`` (forward and reverse); the interpreter path with
-    a gather-based scan. Run the ``tl.associative_scan`` path here too (slow per element under the
-    interpreter, so on a tiny problem) to check its combine order and reverse direction."""
+def test_scan_compiled_scan_primitive(device, monkeypatch, scan_impls):
+    """The GPU path scans with ``tl.associative_scan`` (forward and reverse) and, in the segmented backward,
+    a token-by-token reverse loop; the interpreter path with a gather-based scan. Run the GPU path here too
+    (slow per element under the interpreter, so on a tiny problem) to check its combine order and reverse
+    direction."""
+    from longseq.kernels.selective_scan import segmented, segmented_bwd
     from longseq.kernels.selective_scan import triton as tri
 
-    monkeypatch.setattr(tri, "interpreting", lambda: False)
+    for module in (tri, segmented, segmented_bwd):
+        monkeypatch.setattr(module, "interpreting", lambda: False)
     inputs = make_inputs(1, 2, 2, 11, device, groups=1, h0=True)
     check_three(
         run_three(inputs, torch.float32, seq_idx=_sorted_seq_idx(1, 11, device), last_weight=1.0), torch.float32
@@ -187,7 +257,7 @@ def test_scan_packed_equals_per_sequence(device):
         assert_close(gp, ga, name=f"grad {i}")
 
 
-def test_scan_empty_sequence(device):
+def test_scan_empty_sequence(device, scan_impls):
     """L = 0: no output, the last state is the initial state and passes its gradient straight through."""
     x = make_inputs(2, 3, 4, 0, device, h0=True)
     leaves = {k: v.requires_grad_() for k, v in x.items()}
@@ -259,7 +329,7 @@ def test_state_update_multihead_layout(device):
     assert_close(state, ref_state, name="state")
 
 
-def test_scan_writes_every_output(device, monkeypatch):
+def test_scan_writes_every_output(device, monkeypatch, scan_impls):
     """Poison every buffer the launchers allocate: any element the kernels forget stays NaN."""
     from longseq.kernels.selective_scan import triton as tri
     from longseq.kernels.testing import poison
