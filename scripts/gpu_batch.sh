@@ -40,6 +40,9 @@ declare -A JOBS=(
   [forecast96]="bash scripts/forecast_shards.sh $out/results/forecast96"
   [genomics_scale]="python3 -m benchmarks.genomics_scale --deadline 450 --out $out/results"
   [bench_mamba]="python3 -m benchmarks.run mamba"
+  # Parts of the mamba benchmark on separate GPUs (each its own folder: the files share a name).
+  [bench_scan]="LONGSEQ_MAMBA_PARTS=scan python3 -m benchmarks.run mamba --out $out/results/mamba_scan"
+  [bench_packing]="LONGSEQ_MAMBA_PARTS=packing python3 -m benchmarks.run mamba --out $out/results/mamba_packing"
   [bench_attn]="python3 -m benchmarks.run flash_attn attention"
   [bench_flash]="python3 -m benchmarks.run flash_attn"
   [bench_ssm]="python3 -m benchmarks.run mamba fftconv"

@@ -1,9 +1,10 @@
 """An alternative selective-scan forward: channels on lanes, the sequence split into segments.
 
 The default forward (``FWD_IMPL`` in ``kernels/selective_scan/triton.py``): on an H200 at B=2, D=1536,
-N=16, L=8K (bf16, no grad) it takes 0.50 ms at these knobs against the chunked kernel's 1.30 ms
-(``scripts/kernel_sweep.py scan``, ``benchmarks/results/sweep_scan-h200.jsonl``; 8 tokens per thread
-measured 0.46 ms but spills registers once the forward also saves the backward's states). Why it exists: the default kernel tiles
+N=16, L=8K (bf16, no grad) it takes 0.46 ms at these knobs against the chunked kernel's 1.30 ms
+(``scripts/kernel_sweep.py scan``, ``benchmarks/results/sweep_scan-h200.jsonl``); on an H100, saving the
+backward's states too, 0.50 ms (``sweep_scan-h100.jsonl``, rows ``fwd-train``; 8 tokens per thread spill a
+little then, ``scripts/scan_layout_probe.py``, and are still the fastest). Why it exists: the default kernel tiles
 ``(channel, state, token)`` and Triton puts lanes on the token axis, so every step of its chunk scan and
 the sum over states shuffle between lanes. Tiled ``(token, state, channel)`` as here, the lanes hold
 channels and a chunk of ``LANE_CHUNK`` tokens is scanned inside each thread (``scripts/scan_layout_probe.py``:
@@ -32,7 +33,7 @@ from longseq.kernels._common import interpreting, num_programs_hint
 from longseq.kernels.selective_scan.triton import LOG2E, _reset_mask, _softplus, fit_group, linear_scan
 
 #: Tokens scanned inside one thread per step, channels per program (lanes), warps per program.
-LANE_CHUNK, LANE_BLOCK_D, LANE_WARPS = 4, 32, 1
+LANE_CHUNK, LANE_BLOCK_D, LANE_WARPS = 8, 32, 1
 #: Aim for this many programs per SM-slot hint when choosing the number of segments.
 PROGRAMS_PER_HINT = 8
 

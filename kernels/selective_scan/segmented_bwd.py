@@ -1,7 +1,8 @@
 """An alternative selective-scan backward: channels on lanes, the sequence split into segments.
 
-Experimental (off by default, ``BWD_IMPL`` in ``kernels/selective_scan/triton.py``; correct against the
-reference and the chunked backward under the interpreter, **not yet timed on a GPU**). It is the backward
+The default backward (``BWD_IMPL`` in ``kernels/selective_scan/triton.py``): behind the segmented forward,
+fwd+bwd takes 2.86 ms at these knobs against 5.36 ms with the chunked backward (H100, B=2, D=1536, N=16,
+L=8K, bf16; ``scripts/kernel_sweep.py scan``, ``benchmarks/results/sweep_scan-h100.jsonl``). It is the backward
 twin of ``segmented.py``: tiles are ``(token, state, channel)`` with channels on lanes, so the scans over
 tokens run inside each thread, and the sequence is cut into ``S`` segments of whole backward chunks (the
 forward saved the state entering every chunk of ``ch`` tokens) to give enough programs.
@@ -311,7 +312,7 @@ def _bc_arg(t: torch.Tensor) -> tuple[torch.Tensor, tuple[int, ...]]:
     ``(D, N)`` as an ``(N, D)``-major copy (channels contiguous, like the kernel's other ``(N, D)`` tiles)."""
     if t.dim() == 4:
         return t, tuple(t.stride())
-    t = t.t().contiguous()
+    t = t.t().float().contiguous()  # fp32 (D x N values): see ``Ak`` below
     return t, (t.stride(1), t.stride(0), 0, 0)
 
 
@@ -360,7 +361,9 @@ def selective_scan_bwd_segmented(
     dh0 = part(batch, N, dim, dtype=f32, device=dev)
     dlast = None if dlast is None else dlast.float().transpose(1, 2).contiguous()  # (B, N, D)
     if batch * dim > 0:
-        (Bk, strides_b), (Ck, strides_c), Ak = _bc_arg(B), _bc_arg(C), A.t().contiguous()
+        # A as fp32: from a 16-bit A, Triton 3.6 fails to compile pass 2 for sm_90 ("operand #0 does not
+        # dominate this use" in TritonGPURemoveLayoutConversions); the kernel upcasts it anyway.
+        (Bk, strides_b), (Ck, strides_c), Ak = _bc_arg(B), _bc_arg(C), A.t().float().contiguous()
         z_strides = z.stride() if z is not None else (0, 0, 0)
         stash = BWD_STASH and state_chunk > ch
         scratch_tiles = batch * d_blocks * S * (state_chunk // ch) if stash else 1  # (BN, BD) tiles

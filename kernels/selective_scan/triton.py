@@ -52,11 +52,12 @@ FWD_TILE, FWD_WARPS = 2048, 2
 BWD_TILE, BWD_WARPS = 1024, 2
 #: Forward implementation: ``"segmented"`` (``segmented.py``: channels on lanes, the sequence split into
 #: segments) or ``"chunked"`` (this file). Both feed the same backward. The segmented one is the default:
-#: 2.6x faster on an H200 (0.50 vs 1.30 ms, B=2, D=1536, N=16, L=8K, bf16; sweep_scan-h200.jsonl).
+#: 2.8x faster on an H200 (0.46 vs 1.30 ms, B=2, D=1536, N=16, L=8K, bf16; sweep_scan-h200.jsonl).
 FWD_IMPL = "segmented"
-#: Backward implementation: ``"chunked"`` (this file) or ``"segmented"`` (``segmented_bwd.py``: channels on
-#: lanes, the sequence split into segments; experimental, not yet timed on a GPU).
-BWD_IMPL = "chunked"
+#: Backward implementation: ``"segmented"`` (``segmented_bwd.py``: channels on lanes, the sequence split into
+#: segments), the default, or ``"chunked"`` (this file). With the segmented forward, fwd+bwd takes 2.86 ms
+#: against 5.36 ms with the chunked backward (H100, same shape; sweep_scan-h100.jsonl).
+BWD_IMPL = "segmented"
 
 
 @triton.jit
