@@ -156,7 +156,8 @@ def torch_scan(u, delta, A, B, C, D, z, bias) -> torch.Tensor:
     dt = F.softplus(delta.float() + bias[:, None])  # (B, D, L)
     dA = torch.exp(dt[:, :, None, :] * A[None, :, :, None])  # (B, D, N, L)
     dBu = (dt * u.float())[:, :, None, :] * B.float()  # (B, D, N, L)
-    _, h = associative_scan(lambda x, y: (x[0] * y[0], y[0] * x[1] + y[1]), (dA, dBu), dim=3)
+    mode = "pointwise" if u.is_cuda else "generic"  # pointwise (one fused kernel) needs CUDA
+    _, h = associative_scan(lambda x, y: (x[0] * y[0], y[0] * x[1] + y[1]), (dA, dBu), dim=3, combine_mode=mode)
     y = (h * C.float()).sum(2) + D[:, None] * u.float()
     return (y * F.silu(z.float())).to(u.dtype)
 
@@ -173,7 +174,9 @@ def bench_scan(part: Part, lengths: tuple[int, ...], compiled_max_len: int) -> d
     compiled = None
     try:
         torch._dynamo.reset()
-        compiled = torch.compile(torch_scan, dynamic=True)
+        # Static shapes (one compile per length): with dynamic=True, Dynamo's fake-tensor pass fails on
+        # associative_scan (torch 2.11, mamba-h200.json's errors), which dropped this baseline.
+        compiled = torch.compile(torch_scan, dynamic=False)
     except Exception as exc:
         part.errors.append(f"scan compile: {type(exc).__name__}: {exc}")
     for L in lengths:

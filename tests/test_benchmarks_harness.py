@@ -215,3 +215,20 @@ def test_rmsnorm_targets_summary() -> None:
     assert summary["copy_bandwidth"]["fwd+bwd"]["fraction"] == pytest.approx(0.8)
     assert summary["copy_bandwidth"]["met"] and summary["correct"]
     assert not summary["all_met"]
+
+
+def test_mamba_torch_scan_baseline_matches_the_reference() -> None:
+    """The selective-scan baseline the mamba benchmark compiles (PyTorch ``associative_scan``) computes the
+    same scan as the library's fp32 reference (eager here; on CPU it takes the generic combine mode)."""
+    from longseq.kernels.selective_scan.reference import selective_scan_ref
+
+    mamba_bench = importlib.import_module("benchmarks.mamba")
+    gen = torch.Generator().manual_seed(0)
+    B, D, N, L = 2, 6, 4, 37
+    u, delta, z = (torch.randn(B, D, L, generator=gen) for _ in range(3))
+    A = -(0.5 + torch.rand(D, N, generator=gen))
+    Bm, Cm = (torch.randn(B, 1, N, L, generator=gen) for _ in range(2))
+    Dv, bias = torch.randn(D, generator=gen), torch.randn(D, generator=gen)
+    got = mamba_bench.torch_scan(u, delta, A, Bm, Cm, Dv, z, bias)
+    want = selective_scan_ref(u, delta, A, Bm, Cm, Dv, z, bias, delta_softplus=True)
+    torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
