@@ -88,6 +88,7 @@ def _compile(kernel, signature: dict, constexprs: dict, warps: int) -> dict:
     return {
         "shfl": c.count(r"shfl\.sync"),
         "ex2": c.count(r"ex2\.approx"),
+        "bar": c.count(r"bar\.sync"),
         "regs": c.regs,
         "spill_bytes": c.spill_bytes,
         "first_layout": layout,  # the first blocked layout of the module (a load's), for orientation
@@ -114,7 +115,9 @@ def probe_kernels() -> None:
         sig = {a: "constexpr" if a in consts else ptrs.get(a, "i64" if a.startswith("s") else "i32")
                for a in kernel.arg_names}  # fmt: skip
         r = _compile(kernel, sig, consts, warps)
-        print(f"{name:22s} shfl={r['shfl']:<5d} ex2={r['ex2']:<4d} regs={r['regs']:<4d} spill_bytes={r['spill_bytes']}")
+        print(
+            f"{name:22s} shfl={r['shfl']:<5d} bar={r['bar']:<4d} ex2={r['ex2']:<4d} regs={r['regs']:<4d} spill_bytes={r['spill_bytes']}"
+        )
 
 
 def main() -> None:
