@@ -11,8 +11,10 @@ Parts (each under its own wall-clock budget; cases past it are listed in ``extra
 2. **Causal conv1d**, B=2, D=1536, W=4, SiLU, L = 2K..32K: ours vs ``F.conv1d`` (cuDNN) + SiLU.
 3. **SSD** (Mamba-2), B=1, H in (24, 64), P=64, N=128, G=1, chunk 256, L = 2K..64K: ours vs our
    flash attention (causal, the same H heads of dim 64) at the same L, and the crossover length
-   where the SSD becomes faster. ``fla`` (flash-linear-attention) is recorded as not installed
-   when it cannot be imported (it is not installable offline).
+   where the SSD becomes faster. With ``fla`` (flash-linear-attention's ``fla-core``) importable, also its
+   SSD-equivalent kernel, ``chunk_simple_gla`` on the inputs :func:`ssd_as_simple_gla` maps (``fla_simple_gla``;
+   its output checked against ours per length); fla 0.6 refuses that gated backward on Hopper with
+   Triton < 3.7.1, which lands in ``errors``. Without fla, ``extra["fla"]`` says why.
 4. **LM training step** (forward + backward of the next-token loss, autocast bf16, byte vocabulary):
    a 24-layer Mamba-2 LM (d_model 768, no MLP) vs a 12-layer Transformer with flash attention and
    SwiGLU MLPs (attention + MLP = two Mamba layers; parameter counts in ``extra``), L = 2K..64K at
@@ -51,7 +53,8 @@ CONV = "torch_conv1d"
 ATTN = "flash_attn"
 TRANSFORMER = "transformer_flash"
 PADDED = "mamba2_padded"
-BASELINES = [COMPILED, CONV, ATTN, TRANSFORMER, PADDED]
+FLA = "fla_simple_gla"
+BASELINES = [COMPILED, CONV, ATTN, FLA, TRANSFORMER, PADDED]
 DTYPE = torch.bfloat16
 ELT = 2
 #: Wall-clock budget per part (seconds); the whole run takes about 8 minutes on an H100.
@@ -238,6 +241,30 @@ def bench_conv(part: Part, lengths: tuple[int, ...]) -> None:
 # --------------------------------------------------------------------------------------------
 
 
+def ssd_as_simple_gla(
+    x: torch.Tensor, dt: torch.Tensor, A: torch.Tensor, Bm: torch.Tensor, Cm: torch.Tensor, dt_bias: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Mamba-2's SSD written as flash-linear-attention's simple GLA (head-wise scalar decay), its
+    SSD-equivalent kernel: with ``dt = softplus(dt + dt_bias)``, ``h_t = exp(dt_t A) h_{t-1} + (dt_t B_t) x_t^T``
+    and ``y_t = C_t^T h_t`` are ``S_t = exp(g_t) S_{t-1} + k_t v_t^T``, ``o_t = q_t^T S_t`` with ``q = C``,
+    ``k = dt B``, ``v = x``, ``g = dt A`` and scale 1 (the ``G`` groups of B/C repeated over their heads).
+    Returns ``(q, k, v, g)`` in fla's ``(B, L, H, ...)`` layout, ``g`` in fp32."""
+    rep = x.shape[2] // Bm.shape[2]
+    dt = F.softplus(dt.float() + dt_bias.float())  # (B, L, H)
+    q = Cm.repeat_interleave(rep, dim=2)
+    k = (Bm.repeat_interleave(rep, dim=2).float() * dt[..., None]).to(x.dtype)
+    return q, k, x, dt * A.float()
+
+
+def fla_ssd(x, dt, A, Bm, Cm, D, bias) -> torch.Tensor:
+    """The SSD through ``fla.ops.simple_gla.chunk_simple_gla`` (plus the ``D`` skip term)."""
+    from fla.ops.simple_gla import chunk_simple_gla
+
+    q, k, v, g = ssd_as_simple_gla(x, dt, A, Bm, Cm, bias)
+    o, _ = chunk_simple_gla(q, k, v, g=g, scale=1.0)
+    return o + (D[:, None] * x).to(o.dtype)
+
+
 def bench_ssd(part: Part, heads: tuple[int, ...], lengths: tuple[int, ...]) -> dict[str, Any]:
     from longseq.kernels.flash_attn import flash_attn_func
     from longseq.kernels.ssd import mamba_chunk_scan_combined, ssd_chunked_ref
@@ -285,7 +312,16 @@ def bench_ssd(part: Part, heads: tuple[int, ...], lengths: tuple[int, ...]) -> d
                 "fwd": ELT * (2 * B * L * H * P + 2 * B * L * G * N + B * L * H),
                 "fwd+bwd": ELT * (7 * B * L * H * P + 6 * B * L * G * N + 3 * B * L * H),
             }
-            for name, fn, leaves in ((OURS, ssd, ssd_in), (ATTN, attn, qkv)):
+            variants = [(OURS, ssd, ssd_in), (ATTN, attn, qkv)]
+            if fla_status().startswith("installed"):
+                variants.append((FLA, fla_ssd, ssd_in))
+                if f"{FLA} L={L}" not in check:  # its output against ours, once per length
+                    try:
+                        with torch.no_grad():
+                            check[f"{FLA} L={L}"] = _rel_err(fla_ssd(*ssd_in), ssd(*ssd_in))
+                    except Exception as exc:
+                        part.errors.append(f"ssd {FLA} check: {type(exc).__name__}: {str(exc)[:300]}")
+            for name, fn, leaves in variants:
                 fwd, fwd_bwd = _fwd_and_grad(fn, leaves, torch.randn(B, L, H, P, device=dev, dtype=DTYPE))
                 part.time(name, shape, "fwd", fwd, nbytes["fwd"] if name == OURS else None)
                 part.time(name, shape, "fwd+bwd", fwd_bwd, nbytes["fwd+bwd"] if name == OURS else None)
@@ -458,7 +494,7 @@ def fla_status() -> str:
         import fla  # noqa: F401
     except Exception as exc:
         return f"not installed ({type(exc).__name__}: {exc})"
-    return f"installed ({getattr(fla, '__version__', '?')}) but not benchmarked: no pinned API for its SSD kernel here"
+    return f"installed ({getattr(fla, '__version__', '?')}): SSD as fla.ops.simple_gla.chunk_simple_gla ({FLA})"
 
 
 def run(quick: bool) -> tuple[list[Record], dict[str, Any]]:

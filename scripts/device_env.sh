@@ -10,5 +10,7 @@ for pkg in core kernels apps; do ln -sfn "$top/$pkg" "$site/longseq/$pkg"; done
 if compgen -G "$top/.whl/*.whl" >/dev/null; then
   python3 -m pip install -q --no-index --no-cache-dir --find-links "$top/.whl" \
     hypothesis biopython "jsonargparse[signatures]" matplotlib rich 2>&1 | grep -v "^WARNING" || true
+  # Optional baselines, each on its own (a missing wheel must not stop the others): fla-core for the SSD.
+  python3 -m pip install -q --no-index --no-cache-dir --find-links "$top/.whl" fla-core 2>&1 | grep -v "^WARNING" || true
 fi
 export PYTHONPATH="$site:$top${PYTHONPATH:+:$PYTHONPATH}"

@@ -232,3 +232,28 @@ def test_mamba_torch_scan_baseline_matches_the_reference() -> None:
     got = mamba_bench.torch_scan(u, delta, A, Bm, Cm, Dv, z, bias)
     want = selective_scan_ref(u, delta, A, Bm, Cm, Dv, z, bias, delta_softplus=True)
     torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-5)
+
+
+def test_mamba_ssd_as_simple_gla_is_the_ssd() -> None:
+    """The mapping the mamba benchmark feeds flash-linear-attention's simple GLA with (q = C, k = dt B, v = x,
+    log decay dt A, scale 1) reproduces the SSD: checked with the simple-GLA recurrence written out here
+    (fla is not a dependency) against the library's SSD reference, grouped B/C included."""
+    from longseq.kernels.ssd import ssd_chunked_ref
+
+    mamba_bench = importlib.import_module("benchmarks.mamba")
+    gen = torch.Generator().manual_seed(0)
+    B, L, H, P, N, G = 2, 40, 4, 8, 16, 2
+    x = torch.randn(B, L, H, P, generator=gen)
+    dt = torch.randn(B, L, H, generator=gen) - 1
+    A = -(torch.rand(H, generator=gen) + 0.5)
+    Bm, Cm = (torch.randn(B, L, G, N, generator=gen) / 4 for _ in range(2))
+    D, bias = torch.randn(H, generator=gen), 0.1 * torch.randn(H, generator=gen)
+    q, k, v, g = mamba_bench.ssd_as_simple_gla(x, dt, A, Bm, Cm, bias)
+    S = torch.zeros(B, H, N, P)
+    outs = []
+    for t in range(L):  # S_t = exp(g_t) S_{t-1} + k_t v_t^T, o_t = q_t^T S_t
+        S = g[:, t, :, None, None].exp() * S + k[:, t, :, :, None] * v[:, t, :, None, :]
+        outs.append(torch.einsum("bhn,bhnp->bhp", q[:, t], S))
+    got = torch.stack(outs, 1) + D[:, None] * x
+    want = ssd_chunked_ref(x, dt, A, Bm, Cm, 16, D=D, dt_bias=bias, dt_softplus=True)
+    torch.testing.assert_close(got, want[0] if isinstance(want, tuple) else want, rtol=1e-4, atol=1e-5)
