@@ -56,6 +56,21 @@ def _load_bc(P, off_b, grp, d, n, t, nd_mask, tn_mask, s0, s1, s2, s3, VAR: tl.c
 
 
 @triton.jit
+def lane_tile(DIM, N, g_size, BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CH: tl.constexpr):
+    """The program's place in the ``(batch, channel block, segment)`` grid and its index vectors, shared by
+    the segmented forward and backward: ``(pid_b, pid_s, d, n, tt, d_mask, n_mask, nd_mask, grp)`` with the
+    channels ``d`` on lanes, states ``n``, the ``CH`` in-thread tokens ``tt`` and the B/C group ``grp``."""
+    pid_b = tl.program_id(0).to(tl.int64)
+    pid_d = tl.program_id(1)
+    d = (pid_d * BLOCK_D + tl.arange(0, BLOCK_D)).to(tl.int64)  # (BD,) on lanes
+    n = tl.arange(0, BLOCK_N)
+    d_mask, n_mask = d < DIM, n < N
+    nd_mask = n_mask[:, None] & d_mask[None, :]  # (BN, BD)
+    grp = (pid_d * BLOCK_D) // g_size
+    return pid_b, tl.program_id(2), d, n, tl.arange(0, CH).to(tl.int64), d_mask, n_mask, nd_mask, grp
+
+
+@triton.jit
 def _seg_kernel(
     U, DELTA, A, Bp, Cp, Dp, Z, DBIAS, HIN, SEQ,
     OUT, HEND, PROD, STATES,
@@ -68,15 +83,7 @@ def _seg_kernel(
     BLOCK_D: tl.constexpr, BLOCK_N: tl.constexpr, CH: tl.constexpr, STATE_CHUNK: tl.constexpr,
     INTERPRET: tl.constexpr,
 ):  # fmt: skip
-    pid_b = tl.program_id(0).to(tl.int64)
-    pid_d = tl.program_id(1)
-    pid_s = tl.program_id(2)
-    d = (pid_d * BLOCK_D + tl.arange(0, BLOCK_D)).to(tl.int64)  # (BD,) on lanes
-    n = tl.arange(0, BLOCK_N)
-    tt = tl.arange(0, CH).to(tl.int64)
-    d_mask, n_mask = d < DIM, n < N
-    nd_mask = n_mask[:, None] & d_mask[None, :]  # (BN, BD)
-    grp = (pid_d * BLOCK_D) // g_size
+    pid_b, pid_s, d, n, tt, d_mask, n_mask, nd_mask, grp = lane_tile(DIM, N, g_size, BLOCK_D, BLOCK_N, CH)
     A2 = tl.load(A + d[None, :] * s_ad + n[:, None] * s_an, mask=nd_mask, other=0.0).to(tl.float32) * LOG2E
     if HAS_DBIAS:
         bias = tl.load(DBIAS + d, mask=d_mask, other=0.0).to(tl.float32)

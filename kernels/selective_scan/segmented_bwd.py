@@ -61,6 +61,7 @@ from longseq.kernels.selective_scan.segmented import (
     _combine_kernel,
     _load_bc,
     _load_tc,
+    lane_tile,
     num_segments,
 )
 from longseq.kernels.selective_scan.triton import LOG2E, _reset_mask, _softplus, fit_group, linear_scan
@@ -163,15 +164,7 @@ def _seg_bwd_kernel(
     # GOUT, PROD; GRAD=True reads CARRY (if any) and writes DU, DDELTA, DZ (contiguous (B, D, L)), DB/DC
     # (fp32 (B, G, N, L) atomics or (B, S, N, D) partials), DA_PART (B, S, N, D), DD_PART / DDB_PART
     # (B, S, D), and DH0 (B, N, D) from segment 0. SCRATCH: SUB (BN, BD) tiles per program (STASH).
-    pid_b = tl.program_id(0).to(tl.int64)
-    pid_d = tl.program_id(1)
-    pid_s = tl.program_id(2)
-    d = (pid_d * BLOCK_D + tl.arange(0, BLOCK_D)).to(tl.int64)  # (BD,) on lanes
-    n = tl.arange(0, BLOCK_N)
-    tt = tl.arange(0, CH).to(tl.int64)
-    d_mask, n_mask = d < DIM, n < N
-    nd_mask = n_mask[:, None] & d_mask[None, :]  # (BN, BD)
-    grp = (pid_d * BLOCK_D) // g_size
+    pid_b, pid_s, d, n, tt, d_mask, n_mask, nd_mask, grp = lane_tile(DIM, N, g_size, BLOCK_D, BLOCK_N, CH)
     # (BN, BD) tiles of (N, D)-major buffers (channels contiguous: Triton then keeps lanes on channels; tiles
     # loaded from (D, N)-major ones come with lanes on N, and a carry loop-carried in that layout crosses
     # lanes at every token of the reverse scan). A is (N, D) here too; STATES, the forward's, is (D, N).
@@ -202,7 +195,7 @@ def _seg_bwd_kernel(
     n_seg_chunks = tl.cdiv(t_end - t_start, STATE_CHUNK)
     SUB: tl.constexpr = STATE_CHUNK // CH  # sub-steps per chunk
     TILE: tl.constexpr = BLOCK_N * BLOCK_D
-    scratch = SCRATCH + ((pid_b * tl.num_programs(1) + pid_d) * n_segs + pid_s) * SUB * TILE
+    scratch = SCRATCH + ((pid_b * tl.num_programs(1) + tl.program_id(1)) * n_segs + pid_s) * SUB * TILE
     scr_off = n[:, None] * BLOCK_D + tl.arange(0, BLOCK_D)[None, :]  # (BN, BD) in one scratch tile
     fw = (U, DELTA, Bp, SEQ, pid_b * s_ub, pid_b * s_db, pid_b * sB0, off_s, grp, d, n, t_end, d_mask, nd_mask,
           n_mask, A2, bias, s_ud, s_ul, s_dd, s_dl, sB0, sB1, sB2, sB3, s_sl)  # what the forward reads  # fmt: skip
