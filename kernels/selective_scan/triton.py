@@ -1,6 +1,11 @@
 """Mamba-1 selective scan Triton kernels and their launchers.
 
-Layout of the work: one program per ``(batch row, block of BLOCK_D channels)`` walks the sequence
+The launchers :func:`selective_scan_fwd` / :func:`selective_scan_bwd` dispatch on ``FWD_IMPL`` / ``BWD_IMPL``:
+the defaults are the segmented kernels (``segmented.py``, ``segmented_bwd.py``: channels on lanes, the
+sequence split into segments); this file holds the chunked ones described below, the shared helpers and the
+decoding step.
+
+Layout of the chunked kernels' work: one program per ``(batch row, block of BLOCK_D channels)`` walks the sequence
 in chunks of ``CHUNK`` tokens. A chunk is a ``(BLOCK_D, N, CHUNK)`` tile: decays
 ``a = exp(delta * A)`` and inputs ``b = delta * u * B``; the linear recurrence ``h_t = a_t h_{t-1} + b_t``
 inside the chunk is one parallel associative scan over the ``CHUNK`` axis, and the fp32 state
@@ -43,7 +48,7 @@ from longseq.kernels._common import interpreting
 LOG2E: tl.constexpr = tl.constexpr(1.4426950408889634)  # a constexpr: jit code may read only constexpr globals
 #: Largest state size N the kernels hold in registers.
 MAX_DSTATE = 256
-#: Tuning knobs: elements of one (BLOCK_D, N, CHUNK) tile and warps per program, forward and backward.
+#: Tuning knobs of the chunked kernels: elements of one (BLOCK_D, N, CHUNK) tile and warps per program.
 #: Smaller tiles give more programs (the only parallelism is batch x channel blocks) and fewer
 #: registers; larger ones fewer dB/dC atomics in the backward.
 #: Chosen by scripts/kernel_sweep.py on an H200 (B=2, D=1536, N=16, L=8K, bf16): 2 warps and smaller tiles
