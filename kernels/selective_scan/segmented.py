@@ -158,6 +158,24 @@ def _combine_kernel(HEND, PROD, H0, HIN, HLAST, DN, n_segs, HAS_H0: tl.constexpr
     tl.store(HLAST + pid_b * DN + i, h, mask=m)
 
 
+def combine_segments(
+    ends: torch.Tensor, prods: torch.Tensor, first: torch.Tensor | None, last: torch.Tensor
+) -> torch.Tensor:
+    """:func:`_combine_kernel` over the ``S`` segments of ``(B, S, ...)`` fp32 ``ends`` / ``prods``, in order,
+    from ``first`` (``(B, ...)``, zeros if ``None``): returns every segment's entering value and writes the
+    value after the last segment into ``last``. The forward combines states left to right; the backward
+    passes its segments in reverse and combines state gradients with the same kernel."""
+    batch, S = ends.shape[:2]
+    inner = ends[0, 0].numel()
+    entering = torch.empty_like(ends)
+    block = 1024
+    _combine_kernel[(batch, triton.cdiv(inner, block))](
+        ends, prods, first if first is not None else ends, entering, last, inner, S,
+        HAS_H0=first is not None, BLOCK=block,
+    )  # fmt: skip
+    return entering
+
+
 def _block_d(dim: int, g_size: int | None) -> int:
     """Channels per program: ``LANE_BLOCK_D``, halved until it divides the group size of per-token B/C."""
     return fit_group(max(1, min(LANE_BLOCK_D, triton.next_power_of_2(dim))), g_size)
@@ -233,11 +251,5 @@ def selective_scan_fwd_segmented(
     hend = torch.empty(batch, S, dim, N, dtype=f32, device=dev)
     prod = torch.empty_like(hend)
     launch(None, False, hend, prod)
-    hin = torch.empty_like(hend)
-    block = 1024
-    _combine_kernel[(batch, triton.cdiv(dim * N, block))](
-        hend, prod, initial_state if initial_state is not None else hend, hin, last, dim * N, S,
-        HAS_H0=initial_state is not None, BLOCK=block,
-    )  # fmt: skip
-    launch(hin, True, hend, prod)
+    launch(combine_segments(hend, prod, initial_state, last), True, hend, prod)
     return out, last, states

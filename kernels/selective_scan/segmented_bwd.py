@@ -16,7 +16,7 @@ zero carry. Hence:
 1. ``_seg_bwd_kernel`` with ``GRAD=False`` (only when ``S > 1``; all segments at once, no ``h`` needed):
    per segment ``GOUT[s] = g^0_{t0_s}`` and ``PROD[s] = prod a_{j+1}`` over its tokens (``a_{t1_s}`` of the
    next segment's first token included, so a reset on a border makes it 0), stored at index ``S - 1 - s``;
-2. ``segmented._combine_kernel`` run on that reversed order gives every carry,
+2. ``segmented.combine_segments`` run on that reversed order gives every carry,
    ``c_{s-1} = GOUT[s] + PROD[s] c_s`` from ``c_{S-1} = dlast``: the forward's combine, read backwards;
 3. ``_seg_bwd_kernel`` with ``GRAD=True``: every segment walks its chunks in reverse from ``c_s``. A chunk is
    processed in sub-steps of ``BWD_CHUNK`` tokens (a whole ``ch``-token chunk of ``(ch, N)`` values per
@@ -58,9 +58,9 @@ import triton.language as tl
 
 from longseq.kernels._common import interpreting
 from longseq.kernels.selective_scan.segmented import (
-    _combine_kernel,
     _load_bc,
     _load_tc,
+    combine_segments,
     lane_tile,
     num_segments,
 )
@@ -386,15 +386,9 @@ def selective_scan_bwd_segmented(
             gout = torch.empty(batch, S, N, dim, dtype=f32, device=dev)
             prod = torch.empty_like(gout)
             launch(False, None, gout, prod)
-            carry = torch.empty_like(gout)
-            block = 1024
             # Segments in reverse: carry[j] enters segment S - 1 - j; the last "state" (g_0) lands in dh0,
             # which segment 0 of the next pass overwrites with a_0 g_0.
-            _combine_kernel[(batch, triton.cdiv(dim * N, block))](
-                gout, prod, dlast if dlast is not None else gout, carry, dh0, dim * N, S,
-                HAS_H0=dlast is not None, BLOCK=block,
-            )  # fmt: skip
-            launch(True, carry, gout, prod)
+            launch(True, combine_segments(gout, prod, dlast, dh0), gout, prod)
     per_channel = lambda t, like: t.sum((0, 1)).t().contiguous().to(like.dtype)  # noqa: E731  (B, S, N, D) partials
     dB = dB.to(B.dtype) if B.dim() == 4 else per_channel(dB, B)
     dC = dC.to(C.dtype) if C.dim() == 4 else per_channel(dC, C)
