@@ -271,6 +271,7 @@ def bench_ssd(part: Part, heads: tuple[int, ...], lengths: tuple[int, ...]) -> d
 
     dev = require_cuda()
     B, P, N, G, Q = (SSD_SHAPE[k] for k in ("B", "P", "N", "G", "chunk"))
+    with_fla = fla_status().startswith("installed")
     check: dict[str, Any] = {}
     for H in heads:
         for L in lengths:
@@ -313,7 +314,7 @@ def bench_ssd(part: Part, heads: tuple[int, ...], lengths: tuple[int, ...]) -> d
                 "fwd+bwd": ELT * (7 * B * L * H * P + 6 * B * L * G * N + 3 * B * L * H),
             }
             variants = [(OURS, ssd, ssd_in), (ATTN, attn, qkv)]
-            if fla_status().startswith("installed"):
+            if with_fla:
                 variants.append((FLA, fla_ssd, ssd_in))
                 if f"{FLA} L={L}" not in check:  # its output against ours, once per length
                     try:
