@@ -43,6 +43,8 @@ declare -A JOBS=(
   # Parts of the mamba benchmark on separate GPUs (each its own folder: the files share a name).
   [bench_scan]="LONGSEQ_MAMBA_PARTS=scan python3 -m benchmarks.run mamba --out $out/results/mamba_scan"
   [bench_packing]="LONGSEQ_MAMBA_PARTS=packing python3 -m benchmarks.run mamba --out $out/results/mamba_packing"
+  [bench_mamba_kernels]="LONGSEQ_MAMBA_PARTS=scan,conv,ssd python3 -m benchmarks.run mamba --out $out/results/mamba_kernels"
+  [bench_mamba_models]="LONGSEQ_MAMBA_PARTS=lm,packing python3 -m benchmarks.run mamba --out $out/results/mamba_models"
   [bench_attn]="python3 -m benchmarks.run flash_attn attention"
   [bench_flash]="python3 -m benchmarks.run flash_attn"
   [bench_ssm]="python3 -m benchmarks.run mamba fftconv"
