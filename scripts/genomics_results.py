@@ -91,11 +91,21 @@ def _bits_by_position(module: Any, loader: Any, context: int, bf16: bool) -> lis
 
 
 def pretrain(
-    context: int, workdir: Path, max_time: str, tokens_per_batch: int, backbone: str, max_steps: int | None
+    context: int,
+    workdir: Path,
+    max_time: str,
+    tokens_per_batch: int,
+    backbone: str,
+    max_steps: int | None,
+    length_warmup: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """Pretrain ``backbone`` on E. coli with windows of ``context``; the held-out bits/base, overall and
     by position in the window. ``max_steps`` fixes the number of steps (the same tokens for every
-    context, the cosine schedule spanning them); ``max_time`` stays a safety limit."""
+    context, the cosine schedule spanning them); ``max_time`` stays a safety limit. ``length_warmup``
+    ``(start_window, epochs_per_stage)``: HyenaDNA's sequence-length warm-up
+    (:class:`~longseq.apps.genomics.SequenceLengthWarmup`, tokens per batch constant)."""
+    from longseq.apps.genomics import SequenceLengthWarmup
+
     root = workdir / f"pretrain_{backbone}_{context}"
     batch = max(1, tokens_per_batch // context)
     steps = () if max_steps is None else (f"--trainer.max_steps={max_steps}", "--trainer.max_epochs=-1")
@@ -103,6 +113,10 @@ def pretrain(
         "pretrain_ecoli_hyena_1k.yaml", root, backbone, context, max_time,
         f"--data.init_args.window={context}", f"--data.init_args.batch_size={batch}", *steps,
     )  # fmt: skip
+    warm = length_warmup is not None and length_warmup[0] < context
+    if warm:
+        start, per_stage = length_warmup
+        cli.trainer.callbacks.insert(0, SequenceLengthWarmup(start_window=start, epochs_per_stage=per_stage))
     t0 = time.perf_counter()
     cli.trainer.fit(cli.model, datamodule=cli.datamodule)
     seconds = time.perf_counter() - t0
@@ -112,6 +126,7 @@ def pretrain(
         "backbone": backbone,
         "context": context,
         "batch_size": batch,
+        "length_warmup": {"start_window": start, "epochs_per_stage": per_stage} if warm else None,
         "steps": cli.trainer.global_step,
         "tokens_seen": cli.trainer.global_step * batch * context,
         "train_seconds": round(seconds, 1),
@@ -215,6 +230,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     parser.add_argument("--pretrain-time", default="00:00:02:30", help="per context (DD:HH:MM:SS)")
     parser.add_argument("--finetune-time", default="00:00:01:30", help="per fine-tuning run")
     parser.add_argument("--max-steps", type=int, default=None, help="pretraining steps per context (same tokens)")
+    parser.add_argument(
+        "--length-warmup",
+        type=int,
+        nargs=2,
+        default=None,
+        metavar=("START_WINDOW", "EPOCHS_PER_STAGE"),
+        help="HyenaDNA's sequence-length warm-up: windows of START_WINDOW doubled every EPOCHS_PER_STAGE epochs",
+    )
     parser.add_argument("--skip-finetune", action="store_true", help="no iEnhancer fine-tuning")
     parser.add_argument("--finetune-seeds", type=int, nargs="+", default=[0], help="one fine-tuning run per seed")
     parser.add_argument(
@@ -243,7 +266,15 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if not args.skip_pretrain:
         for context in args.contexts:
             payload["pretrain"].append(
-                pretrain(context, work, args.pretrain_time, args.tokens_per_batch, args.backbone, args.max_steps)
+                pretrain(
+                    context,
+                    work,
+                    args.pretrain_time,
+                    args.tokens_per_batch,
+                    args.backbone,
+                    args.max_steps,
+                    tuple(args.length_warmup) if args.length_warmup else None,
+                )  # fmt: skip
             )
             save()
     if not args.skip_finetune:

@@ -42,7 +42,7 @@ Backward: ``g = dy * gate``; ``du = corr(g, h) + D g`` (spectrum ``G conj(H)``);
 Precision: buffers and accumulation are fp32; the DFT matrices and the in-row / in-column twiddles
 are small tables computed in fp64 on the host (:func:`dft_tables`), the ``N``-sized twiddle between
 the column and row passes is computed in the kernel from an exact integer index. ``tl.dot`` runs
-its fp32 operands as ``dot_precision()`` says (``tf32x3`` unless every input is bf16, then ``tf32``).
+its fp32 operands as ``dot_precision()`` says (``tf32x3`` unless every activation is bf16, then ``tf32``).
 
 Tuning knobs for the device (module constants): ``ROW_MAX``, ``COL_TILE``, ``COL_SINGLE_MAX``,
 ``ROW_WARPS``, ``COL_WARPS``, ``NUM_STAGES``, ``FP32_DOT_PRECISION``, ``LOWP_DOT_PRECISION``.
@@ -141,8 +141,13 @@ def make_plan(L: int) -> Plan:
 
 
 def dot_precision(*dtypes: torch.dtype) -> str:
-    """``tl.dot`` input precision: ``LOWP_DOT_PRECISION`` when every dtype is bf16, else ``FP32_DOT_PRECISION``.
+    """``tl.dot`` input precision from the dtypes of the activations (``x``, gates, ``dy``; not the filter):
+    ``LOWP_DOT_PRECISION`` when every one is bf16, else ``FP32_DOT_PRECISION``.
 
+    bf16 activations carry 8 mantissa bits and come out rounded to them, so tf32's 10-bit operand
+    rounding stays below the data's own whether the filter is bf16 or fp32 (Hyena computes its filter
+    in fp32; counting the filter made every such call pay for tf32x3's three products and its register
+    spills: 2.9 KB per thread in the row kernel against 8 bytes, ptxas for sm_90).
     tf32 keeps fp16's 10-bit mantissa, so with fp16 data the transforms' rounding would be as large as the
     data's own and the filter gradient (a sum over the whole batch and length) misses the tolerance rule
     (seen on H200): fp16 gets the 3-pass tf32x3 products like fp32."""
@@ -746,7 +751,7 @@ def fftconv_fwd(
     if B == 0 or L == 0 or D == 0:
         return y, z
     plan = make_plan(L)
-    prec = dot_precision(*(t.dtype for t in (x, h, pre, gate) if t is not None))
+    prec = dot_precision(*(t.dtype for t in (x, pre, gate) if t is not None))
     P = triton.cdiv(D, 2)
     rt = dft_tables(plan.R1, plan.R2, x.device)
     flags = {"HAS_PRE": pre is not None, "HAS_GATE": gate is not None, "HAS_SKIP": skip is not None}
@@ -794,7 +799,7 @@ def fftconv_bwd(
         dskip = torch.zeros_like(skip) if skip is not None else None
         return dx, torch.zeros_like(h), dskip, dpre, dgate
     plan = make_plan(L)
-    prec = dot_precision(*(t.dtype for t in (x, h, pre, gate) if t is not None))
+    prec = dot_precision(*(t.dtype for t in (dy, x, pre, gate) if t is not None))
     P = triton.cdiv(D, 2)
     rt = dft_tables(plan.R1, plan.R2, x.device)
     flags = {"HAS_PRE": pre is not None, "HAS_GATE": gate is not None, "HAS_SKIP": skip is not None}

@@ -334,11 +334,29 @@ def test_fftconv_gpu_long_bf16(L):
 
 
 @pytest.mark.gpu
-def test_fftconv_gpu_packed_long():
-    """Packed sequences of very different lengths, one of them 300K tokens, against the per-sequence reference."""
-    lens = [300_000, 17, 4096, 1]
-    t, dy, cu = _packed_inputs(lens, 2, torch.float32, "cuda")
-    y = fftconv(t["x"], t["h"], t["D"], gate=t["gate"], pre_gate=t["pre_gate"], cu_seqlens=cu)
-    args = (t["x"], t["h"], t["D"], t["gate"], t["pre_gate"], cu)
-    ry, ly = fftconv_packed_ref(*args, method="fft64"), fftconv_packed_ref(*args, method="fft")
+@pytest.mark.parametrize("L", [4099, 2**16, 2**20])
+def test_fftconv_gpu_long_bf16_fp32_filter(L):
+    """The Hyena mixer's mix (bf16 activations, fp32 filter and skip) runs tf32 products: output and
+    every gradient within the rule against the 16-bit reference (which rounds the filter to bf16 too)."""
+    t, dy = _inputs(2, 3, L, L, torch.bfloat16, "cuda", h_dtype=torch.float32)
+    t["D"] = t["D"].float()
+    y, g = _call(fftconv, t, dy, lambda v: v.detach().clone())
+    method = "fft64" if L > DIRECT_MAX_L else "direct"
+    ry, rg = _call(partial(_ref, method=method), t, dy, lambda v: v.detach().float())
+    ly, lg = _call(partial(_ref, upcast=False, method=method), t, dy, lambda v: v.detach().clone())
     assert_close(y, ry, ly, name="y")
+    for k in g:
+        assert_close(g[k], rg[k], lg[k].to(g[k].dtype), name=f"d{k}")
+
+
+def test_fftconv_precision_follows_the_activations(device, monkeypatch):
+    """bf16 activations with an fp32 filter run the bf16 (tf32) products, forward and backward;
+    fp16 activations the fp32 ones (tf32x3)."""
+    seen = []
+    real = tri.dot_precision
+    monkeypatch.setattr(tri, "dot_precision", lambda *dts: seen.append(real(*dts)) or seen[-1])
+    for dtype, want in ((torch.bfloat16, tri.LOWP_DOT_PRECISION), (torch.float16, tri.FP32_DOT_PRECISION)):
+        seen.clear()
+        t, dy = _inputs(1, 2, 40, 40, dtype, device, h_dtype=torch.float32)
+        _call(fftconv, t, dy, lambda v: v.detach().clone())
+        assert seen == [want, want], (dtype, seen)
