@@ -24,6 +24,8 @@ Records use ``ours = "longseq"`` for both our convolution (part 1) and our Hyena
 
 from __future__ import annotations
 
+import json
+import os
 import statistics
 import sys
 import time
@@ -407,9 +409,34 @@ def bench_model(quick: bool, budget: Budget) -> list[Record]:
 # --------------------------------------------------------------------------------------------
 
 
+#: Optional JSON file of kernel knobs to run with (``{"ROW_MAX": 512, "ROW_WARPS": 4, "COL_TILE": 4096,
+#: "COL_WARPS": 4}``), e.g. the winner that ``scripts/kernel_sweep.py fftconv --best-out`` wrote in the same
+#: device job; the run records the knobs it used in ``extra["kernel_config"]``.
+KNOBS_ENV = "LONGSEQ_FFTCONV_KNOBS"
+
+
+def apply_knobs(path: str | None) -> dict[str, Any] | None:
+    """Set the fftconv kernel knobs from the JSON file at ``path`` (none: leave the defaults)."""
+    if not path:
+        return None
+    from longseq.kernels.fftconv import triton as fft_triton
+
+    with open(path) as f:
+        knobs = json.load(f)
+    unknown = set(knobs) - {"ROW_MAX", "ROW_WARPS", "COL_TILE", "COL_WARPS"}
+    if unknown:
+        raise ValueError(f"{KNOBS_ENV} file {path} names unknown knobs {sorted(unknown)}")
+    for name, value in knobs.items():
+        if name == "ROW_WARPS":  # warps of the row length in use
+            value = {**fft_triton.ROW_WARPS, knobs.get("ROW_MAX", fft_triton.ROW_MAX): value}
+        setattr(fft_triton, name, value)
+    return knobs
+
+
 def run(quick: bool) -> tuple[list[Record], dict[str, Any]]:
     """All three parts; returns the records and ``meta`` (ours, baselines, extra)."""
     require_cuda()
+    knobs = apply_knobs(os.environ.get(KNOBS_ENV))
     budget = Budget(DEADLINE_S)
     copy_gbps = measure_copy_bandwidth()
     print(f"[{TOPIC}] device-to-device copy bandwidth: {copy_gbps:.0f} GB/s", file=sys.stderr)
@@ -442,7 +469,8 @@ def run(quick: bool) -> tuple[list[Record], dict[str, Any]]:
             k: getattr(fft_triton, k)
             for k in ("ROW_MAX", "COL_TILE", "COL_SINGLE_MAX", "ROW_WARPS", "COL_WARPS", "NUM_STAGES")
         }
-        | {"precision": {"fp32 inputs": fft_triton.FP32_DOT_PRECISION, "16-bit": fft_triton.LOWP_DOT_PRECISION}},
+        | {"precision": {"fp32 inputs": fft_triton.FP32_DOT_PRECISION, "16-bit": fft_triton.LOWP_DOT_PRECISION}}
+        | {"knobs_from": "the same job's sweep" if knobs else "module defaults"},
         "skipped": budget.skipped,
         "errors": budget.errors,
         "quick": quick,
