@@ -3,7 +3,7 @@
 # few minutes. Each job writes OUT/<job>.log; benchmark results go to OUT/results and are packed
 # into OUT/results.tgz. Jobs on different GPUs are independent: every benchmark measures its
 # baselines on its own GPU in the same process, so its ratios stand alone.
-#   bash scripts/gpu_batch.sh OUT [JOB ...]     (jobs: see the table below; default: all)
+#   bash scripts/gpu_batch.sh OUT [JOB[@GPU] ...]     (jobs: see the table below; default: all)
 set -u
 top=$(cd "$(dirname "$0")/.." && pwd)
 cd "$top"
@@ -51,6 +51,7 @@ declare -A JOBS=(
   # E. coli at 1K, 8K and 32K with HyenaDNA's sequence-length warm-up (64 bases, doubled every epoch), same steps and tokens.
   [genomics_warmup]="for c in 1024 8192 32768; do python3 scripts/genomics_results.py --contexts \$c --max-steps 3000 --length-warmup 64 1 --pretrain-time 00:00:06:00 --skip-finetune --workdir /tmp/gwarm --out $out/results --tag \"warmup-ctx\$c-{slug}\" & done; wait"
   [bench_mamba_kernels]="LONGSEQ_MAMBA_PARTS=scan,conv,ssd python3 -m benchmarks.run mamba --out $out/results/mamba_kernels"
+  [mamba_conv_models]="LONGSEQ_MAMBA_PARTS=conv,lm,packing python3 -m benchmarks.run mamba --out $out/results/mamba_models"
   [bench_mamba_models]="LONGSEQ_MAMBA_PARTS=lm,packing python3 -m benchmarks.run mamba --out $out/results/mamba_models"
   [bench_attn]="python3 -m benchmarks.run flash_attn attention"
   [bench_flash]="python3 -m benchmarks.run flash_attn"
@@ -62,8 +63,9 @@ ngpu=$(nvidia-smi -L | wc -l)
 echo "GPUs: $ngpu; jobs: ${selected[*]}"
 i=0
 pids=()
-for job in "${selected[@]}"; do
-  gpu=$((i % ngpu))
+for sel in "${selected[@]}"; do
+  job=${sel%@*}; gpu=$((i % ngpu))
+  [ "$sel" != "$job" ] && gpu=${sel#*@}  # JOB@GPU pins a job to a GPU (jobs on one GPU run in order)
   t_var="JOB_TIMEOUT_$job"; t=${!t_var:-${JOB_TIMEOUT:-560}}  # per-job limit, e.g. JOB_TIMEOUT_bench_flash=300
   # Jobs sharing a GPU run one after another on it: chain them through a per-GPU lock.
   ( flock 9; CUDA_VISIBLE_DEVICES=$gpu timeout "$t" bash -c "${JOBS[$job]}" >"$out/$job.log" 2>&1
@@ -72,5 +74,5 @@ for job in "${selected[@]}"; do
   i=$((i + 1))
 done
 wait "${pids[@]}"
-for job in "${selected[@]}"; do echo "== $job: $(tail -n 3 "$out/$job.log" | tr '\n' ' ')"; done
+for sel in "${selected[@]}"; do job=${sel%@*}; echo "== $job: $(tail -n 3 "$out/$job.log" | tr '\n' ' ')"; done
 tar -czf "$out/results.tgz" -C "$out" results && rm -rf "$out/results"
