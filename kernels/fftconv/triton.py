@@ -70,10 +70,12 @@ import triton.language as tl
 from longseq.kernels._common import num_programs_hint
 from longseq.kernels.fftconv.reference import fft_size
 
-#: Largest FFT size done by the single fused kernel, and the row length of the three-pass scheme.
-#: Compiled for sm_90 (ptxas -v, tf32, num_stages=1): rows of 32x64 at 8 warps spill least (0-400 B);
-#: 64x64 rows spill 3-5 KB per thread, 32x32 at 4 warps 0.4-1.1 KB. Candidates to time: 1024, 2048, 4096.
-ROW_MAX = 2048
+#: Row length of the three-pass scheme (and the largest FFT the fused kernel does, with a floor of 2048,
+#: see :func:`make_plan`). H100 sweep at B=1, D=256, L=64K, bf16 (``sweep_fftconv-h100.jsonl``): fwd+bwd
+#: 2.80 ms with rows of 512 (16x32, 4 warps), 2.96 ms with 2048 (8 warps), 3.85 ms with 512 at 8 warps and
+#: 5.18 ms with 1024. Rows of 512 spill nothing (ptxas, sm_90, tf32: 166 registers) and need fewer flops
+#: per point (radices 16 and 32); the column DFT then has two levels (16 x 16 at N1 = 256).
+ROW_MAX = 512
 #: Elements per column-pass tile (``N1 * C``).
 COL_TILE = 4096
 #: Largest column DFT done as one matmul; longer columns use two levels.
