@@ -123,6 +123,16 @@ def device_info() -> dict[str, Any]:
 # --------------------------------------------------------------------------------------------
 
 
+def parts_from_env(env: str, names: Sequence[str]) -> list[str]:
+    """The benchmark parts named in the comma-separated environment variable ``env`` (all of ``names``
+    when unset), in ``names``' order; an unknown name raises ``ValueError`` listing the valid ones."""
+    chosen = [n.strip() for n in os.environ.get(env, ",".join(names)).split(",") if n.strip()]
+    unknown = sorted(set(chosen) - set(names))
+    if unknown:
+        raise ValueError(f"{env} names unknown parts {unknown}; valid: {', '.join(names)}")
+    return [n for n in names if n in chosen]
+
+
 def bench(fn: Callable[[], Any], *, warmup: int = 25, rep: int = 100) -> float:
     """Median run time of ``fn`` in milliseconds, measured on the GPU with ``triton.testing.do_bench``.
 

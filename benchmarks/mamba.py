@@ -36,7 +36,6 @@ from __future__ import annotations
 
 import itertools
 import math
-import os
 import sys
 import time
 from collections.abc import Callable
@@ -45,7 +44,7 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
-from benchmarks.common import Record, bench, measure_copy_bandwidth, require_cuda
+from benchmarks.common import Record, bench, measure_copy_bandwidth, parts_from_env, require_cuda
 
 TOPIC = "mamba"
 OURS = "longseq"
@@ -185,7 +184,7 @@ def bench_scan(
     try:
         torch._dynamo.reset()
         # Static shapes (one compile per length): with dynamic=True, Dynamo's fake-tensor pass fails on
-        # associative_scan (torch 2.11, mamba-h200.json's errors), which dropped this baseline.
+        # associative_scan (torch 2.11; the first H200 run's errors), which dropped this baseline.
         compiled = torch.compile(torch_scan, dynamic=False)
     except Exception as exc:
         part.errors.append(f"scan compile: {type(exc).__name__}: {exc}")
@@ -528,10 +527,7 @@ def run(quick: bool) -> tuple[list[Record], dict[str, Any]]:
         "lm": lambda p: bench_lm(p, lengths, depth),
         "packing": lambda p: bench_packing(p, (4096,) if quick else (4096, 16384), depth),
     }
-    chosen = [n.strip() for n in os.environ.get(PARTS_ENV, ",".join(steps)).split(",") if n.strip()]
-    unknown = sorted(set(chosen) - set(steps))
-    if unknown:
-        raise ValueError(f"{PARTS_ENV} names unknown parts {unknown}; valid: {', '.join(steps)}")
+    chosen = parts_from_env(PARTS_ENV, list(steps))
     extra["parts"] = chosen
     for name, fn in steps.items():
         if name not in chosen:

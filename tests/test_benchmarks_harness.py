@@ -257,3 +257,34 @@ def test_mamba_ssd_as_simple_gla_is_the_ssd() -> None:
     got = torch.stack(outs, 1) + D[:, None] * x
     want = ssd_chunked_ref(x, dt, A, Bm, Cm, 16, D=D, dt_bias=bias, dt_softplus=True)
     torch.testing.assert_close(got, want[0] if isinstance(want, tuple) else want, rtol=1e-4, atol=1e-5)
+
+
+def test_parts_from_env(monkeypatch):
+    """Benchmark parts from an environment variable: all by default, in the benchmark's order, unknown names refused."""
+    from benchmarks.common import parts_from_env
+
+    names = ["conv", "model", "block"]
+    monkeypatch.delenv("LONGSEQ_TEST_PARTS", raising=False)
+    assert parts_from_env("LONGSEQ_TEST_PARTS", names) == names
+    monkeypatch.setenv("LONGSEQ_TEST_PARTS", "block, conv")
+    assert parts_from_env("LONGSEQ_TEST_PARTS", names) == ["conv", "block"]
+    monkeypatch.setenv("LONGSEQ_TEST_PARTS", "conv,blocks")
+    with pytest.raises(ValueError, match=r"unknown parts \['blocks'\]; valid: conv, model, block"):
+        parts_from_env("LONGSEQ_TEST_PARTS", names)
+
+
+def test_fftconv_knobs_file(tmp_path, monkeypatch):
+    """The fftconv benchmark's knob file sets the kernel module's knobs; unknown names are refused."""
+    from benchmarks.fftconv import apply_knobs
+    from longseq.kernels.fftconv import triton as tr
+
+    for name in ("ROW_MAX", "ROW_WARPS", "COL_TILE", "COL_WARPS"):  # restored after the test
+        monkeypatch.setattr(tr, name, getattr(tr, name))
+    assert apply_knobs(None) is None
+    path = tmp_path / "knobs.json"
+    path.write_text('{"ROW_MAX": 1024, "ROW_WARPS": 2, "COL_TILE": 8192, "COL_WARPS": 8}')
+    apply_knobs(str(path))
+    assert (tr.ROW_MAX, tr.ROW_WARPS[1024], tr.COL_TILE, tr.COL_WARPS) == (1024, 2, 8192, 8)
+    path.write_text('{"ROW_MAXX": 1024}')
+    with pytest.raises(ValueError, match="unknown knobs"):
+        apply_knobs(str(path))
