@@ -11,7 +11,7 @@ frequency ``k = k1 + N1*k2``)::
                     \\____________________ row DFT (length N2) ____________________/
 
 and every DFT of length ``R <= 128`` is one dense complex matmul (``tl.dot``, tensor cores) against an
-``R x R`` DFT matrix generated in registers; lengths up to 64*64 chain two such matmuls with a
+``R x R`` DFT matrix read from a small table (the building blocks are in ``dft.py``); lengths up to 64*64 chain two such matmuls with a
 twiddle in between (the same identity one level down). The spectrum is never put in natural order:
 the pointwise product with the filter's spectrum works in any order, as long as both share it, and
 the inverse transform retraces the forward steps backwards.
@@ -47,7 +47,7 @@ Backward: ``g = dy * gate``; ``du = corr(g, h) + D g`` (spectrum ``G conj(H)``);
 ``dx = du * pre_gate``, ``dpre_gate = du * x``, ``dgate = dy * z`` with ``z`` saved by the forward.
 
 Precision: buffers and accumulation are fp32; the DFT matrices and the in-row / in-column twiddles
-are small tables computed in fp64 on the host (:func:`dft_tables`), the ``N``-sized twiddle between
+are small tables computed in fp64 on the host (:func:`~longseq.kernels.fftconv.dft.dft_tables`), the ``N``-sized twiddle between
 the column and row passes is computed in the kernel from an exact integer index. ``tl.dot`` runs
 its fp32 operands as ``dot_precision()`` says (``tf32x3`` unless every activation is bf16, then ``tf32``).
 
@@ -68,6 +68,15 @@ import triton
 import triton.language as tl
 
 from longseq.kernels._common import num_programs_hint
+from longseq.kernels.fftconv.dft import (
+    cmul,
+    col_dft,
+    col_idft,
+    dft_tables,
+    phase,
+    row_dft,
+    row_idft,
+)
 from longseq.kernels.fftconv.reference import fft_size
 
 #: Row length of the three-pass scheme (and the largest FFT the fused kernel does, with a floor of 2048,
@@ -93,8 +102,6 @@ LOWP_DOT_PRECISION = "tf32"
 MIN_DFT = 16
 #: Longest sequence: ``N = 2^24``, where the int32 twiddle index ``n2 * k1 < N`` and its fp32 angle stay exact.
 MAX_LEN = 2**23
-
-TWO_PI = tl.constexpr(6.283185307179586)
 
 
 # --------------------------------------------------------------------------------------------
@@ -166,125 +173,6 @@ def dot_precision(*dtypes: torch.dtype) -> str:
 
 
 # --------------------------------------------------------------------------------------------
-# complex arithmetic and DFT building blocks
-# --------------------------------------------------------------------------------------------
-
-
-@triton.jit
-def _phase(a, b, n, SIGN: tl.constexpr):
-    """``cos, sin`` of ``SIGN * 2 pi (a*b mod n) / n``, the angle reduced to ``[-pi, pi]``."""
-    r = (a * b) % n
-    r = tl.where(2 * r > n, r - n, r)
-    ang = r.to(tl.float32) * (SIGN * TWO_PI / n)
-    return tl.cos(ang), tl.sin(ang)
-
-
-@triton.jit
-def _table(T, OFF: tl.constexpr, ROWS: tl.constexpr, COLS: tl.constexpr, LD: tl.constexpr, PLANE: tl.constexpr):
-    """``(ROWS, COLS)`` block (leading dimension ``LD``) of a complex table at ``T + OFF`` as (re, im) tiles."""
-    offs = OFF + tl.arange(0, ROWS)[:, None] * LD + tl.arange(0, COLS)[None, :]
-    return tl.load(T + offs), tl.load(T + PLANE + offs)
-
-
-@triton.jit
-def _cmul(ar, ai, br, bi):
-    return ar * br - ai * bi, ar * bi + ai * br
-
-
-@triton.jit
-def _cmatmul(ar, ai, br, bi, PREC: tl.constexpr):
-    """Complex matrix product ``(ar + i ai) @ (br + i bi)`` with four real ``tl.dot``."""
-    re = tl.dot(ar, br, input_precision=PREC)
-    re = tl.dot(-ai, bi, re, input_precision=PREC)
-    im = tl.dot(ar, bi, input_precision=PREC)
-    im = tl.dot(ai, br, im, input_precision=PREC)
-    return re, im
-
-
-@triton.jit
-def _row_dft(
-    xr, xi, RT, IN_ROWS: tl.constexpr, R1: tl.constexpr, R2: tl.constexpr, REAL: tl.constexpr, PREC: tl.constexpr
-):
-    """Forward DFT of length ``R1*R2`` of a row held as an ``(IN_ROWS, R2)`` tile (element ``n = R2*m1 + m2``,
-    rows ``m1 >= IN_ROWS`` zero; ``xi`` ignored when ``REAL``). Returns the ``(R1, R2)`` spectrum tile whose
-    element ``[ka, kb]`` is ``X[ka + R1*kb]``. ``RT``: the tables of :func:`dft_tables` ``(R1, R2)``."""
-    fr, fi = _table(RT, 0, R1, IN_ROWS, R1, R1 * R1)
-    if REAL:
-        ar = tl.dot(fr, xr, input_precision=PREC)
-        ai = tl.dot(fi, xr, input_precision=PREC)
-    else:
-        ar, ai = _cmatmul(fr, fi, xr, xi, PREC)  # (R1, R2) [ka, m2]
-    tr, ti = _table(RT, 2 * R1 * R1 + 2 * R2 * R2, R1, R2, R2, R1 * R2)
-    ar, ai = _cmul(ar, ai, tr, ti)
-    gr, gi = _table(RT, 2 * R1 * R1, R2, R2, R2, R2 * R2)
-    return _cmatmul(ar, ai, gr, gi, PREC)  # (R1, R2) [ka, kb]
-
-
-@triton.jit
-def _row_idft(sr, si, RT, OUT_ROWS: tl.constexpr, R1: tl.constexpr, R2: tl.constexpr, PREC: tl.constexpr):
-    """Inverse of :func:`_row_dft` without the ``1/N`` factor: ``(R1, R2)`` spectrum tile to the first
-    ``OUT_ROWS`` rows of the ``(R1, R2)`` signal tile (the conjugate tables)."""
-    gr, gi = _table(RT, 2 * R1 * R1, R2, R2, R2, R2 * R2)
-    br, bi = _cmatmul(sr, si, gr, -gi, PREC)  # (R1, R2) [ka, m2]
-    tr, ti = _table(RT, 2 * R1 * R1 + 2 * R2 * R2, R1, R2, R2, R1 * R2)
-    br, bi = _cmul(br, bi, tr, -ti)
-    fr, fi = _table(RT, 0, OUT_ROWS, R1, R1, R1 * R1)
-    return _cmatmul(fr, -fi, br, bi, PREC)  # (OUT_ROWS, R2) [m1, m2]
-
-
-@triton.jit
-def _col_twiddle(CT, P1: tl.constexpr, P2: tl.constexpr, C: tl.constexpr):
-    """The level twiddle ``w_(P1 P2)^(ka b)`` of :func:`dft_tables` ``(P1, P2)`` broadcast to ``(P1, P2*C)``."""
-    offs = 2 * P1 * P1 + 2 * P2 * P2 + tl.arange(0, P1)[:, None] * P2 + tl.arange(0, P2 * C)[None, :] // C
-    return tl.load(CT + offs), tl.load(CT + P1 * P2 + offs)
-
-
-@triton.jit
-def _dft_middle(
-    xr, xi, CT, P1: tl.constexpr, P2: tl.constexpr, C: tl.constexpr, SIGN: tl.constexpr, PREC: tl.constexpr
-):
-    """DFT (``SIGN`` -1) or inverse DFT (+1) of length ``P2`` along the middle axis of ``(P1, P2*C)`` = ``(P1, P2, C)``."""
-    xr = tl.reshape(tl.permute(tl.reshape(xr, (P1, P2, C)), (0, 2, 1)), (P1 * C, P2))
-    xi = tl.reshape(tl.permute(tl.reshape(xi, (P1, P2, C)), (0, 2, 1)), (P1 * C, P2))
-    gr, gi = _table(CT, 2 * P1 * P1, P2, P2, P2, P2 * P2)
-    if SIGN > 0:  # inverse: the conjugate matrix
-        gi = -gi
-    yr, yi = _cmatmul(xr, xi, gr, gi, PREC)  # (P1*C, P2)
-    yr = tl.reshape(tl.permute(tl.reshape(yr, (P1, C, P2)), (0, 2, 1)), (P1, P2 * C))
-    yi = tl.reshape(tl.permute(tl.reshape(yi, (P1, C, P2)), (0, 2, 1)), (P1, P2 * C))
-    return yr, yi
-
-
-@triton.jit
-def _col_dft(
-    xr, xi, CT, IN_ROWS: tl.constexpr, P1: tl.constexpr, P2: tl.constexpr, C: tl.constexpr, PREC: tl.constexpr
-):
-    """DFT of length ``P1*P2`` down the columns of ``C`` signals held as an ``(IN_ROWS, P2*C)`` tile:
-    element ``[a, b*C + c]`` is sample ``n = P2*a + b`` of column ``c`` (rows ``a >= IN_ROWS`` zero).
-    Returns ``(P1, P2*C)`` with element ``[ka, kb*C + c]`` = frequency ``ka + P1*kb`` of column ``c``."""
-    fr, fi = _table(CT, 0, P1, IN_ROWS, P1, P1 * P1)
-    ar, ai = _cmatmul(fr, fi, xr, xi, PREC)  # (P1, P2*C) [ka, (b, c)]
-    if P2 > 1:
-        tr, ti = _col_twiddle(CT, P1, P2, C)
-        ar, ai = _cmul(ar, ai, tr, ti)
-        ar, ai = _dft_middle(ar, ai, CT, P1, P2, C, -1, PREC)  # [ka, (kb, c)]
-    return ar, ai
-
-
-@triton.jit
-def _col_idft(
-    br, bi, CT, OUT_ROWS: tl.constexpr, P1: tl.constexpr, P2: tl.constexpr, C: tl.constexpr, PREC: tl.constexpr
-):
-    """Inverse of :func:`_col_dft` without ``1/N``: returns the first ``OUT_ROWS`` rows ``a`` of ``(P1, P2*C)``."""
-    if P2 > 1:
-        br, bi = _dft_middle(br, bi, CT, P1, P2, C, 1, PREC)  # [ka, (b, c)]
-        tr, ti = _col_twiddle(CT, P1, P2, C)
-        br, bi = _cmul(br, bi, tr, -ti)
-    fr, fi = _table(CT, 0, OUT_ROWS, P1, P1, P1 * P1)
-    return _cmatmul(fr, -fi, br, bi, PREC)  # (OUT_ROWS, P2*C) [a, (b, c)]
-
-
-# --------------------------------------------------------------------------------------------
 # loads, epilogues and pass bodies shared by the kernels
 # --------------------------------------------------------------------------------------------
 
@@ -318,8 +206,8 @@ def _real_pair_spectra(
     """Row spectra ``(R1, R2)`` of the real signals ``S*M`` at ``row1`` and ``row2`` (the latter only if ``has2``)."""
     s1 = _load_signal(S, M, row1, t, mask, HAS_M)
     s2 = _load_signal(S, M, row2, t, mask & has2, HAS_M)
-    s1r, s1i = _row_dft(s1, s1, RT, IN_ROWS, R1, R2, True, PREC)
-    s2r, s2i = _row_dft(s2, s2, RT, IN_ROWS, R1, R2, True, PREC)
+    s1r, s1i = row_dft(s1, s1, RT, IN_ROWS, R1, R2, True, PREC)
+    s2r, s2i = row_dft(s2, s2, RT, IN_ROWS, R1, R2, True, PREC)
     return s1r, s1i, s2r, s2i
 
 
@@ -391,20 +279,20 @@ def _pair_spectra(BUF, base, k1, kp, N, RT, N2: tl.constexpr, R1: tl.constexpr, 
     ai = tl.load(BUF + base + N + k1 * N2 + n2)
     pr = tl.load(BUF + base + kp * N2 + n2)
     pi = tl.load(BUF + base + N + kp * N2 + n2)
-    wr, wi = _phase(n2, 1, N2, -1)
+    wr, wi = phase(n2, 1, N2, -1)
     wr = tl.where(k1 == 0, 1.0, wr)
     wi = tl.where(k1 == 0, 0.0, wi)
-    sr, si = _cmul(pr, -pi, wr, wi)  # its DFT is conj Z[N - k] in this row's order
-    er, ei = _row_dft((ar + sr) * 0.5, (ai + si) * 0.5, RT, R1, R1, R2, False, PREC)
-    odr, odi = _row_dft((ai - si) * 0.5, (sr - ar) * 0.5, RT, R1, R1, R2, False, PREC)
+    sr, si = cmul(pr, -pi, wr, wi)  # its DFT is conj Z[N - k] in this row's order
+    er, ei = row_dft((ar + sr) * 0.5, (ai + si) * 0.5, RT, R1, R1, R2, False, PREC)
+    odr, odi = row_dft((ai - si) * 0.5, (sr - ar) * 0.5, RT, R1, R1, R2, False, PREC)
     return er, ei, odr, odi
 
 
 @triton.jit
 def _pack_product(ar, ai, br, bi, cr, ci, dr, di, scale):
     """``(A*B + i C*D) * scale`` for complex tiles: the spectrum of ``a*b + i c*d`` for real pairs."""
-    pr, pi = _cmul(ar, ai, br, bi)
-    qr, qi = _cmul(cr, ci, dr, di)
+    pr, pi = cmul(ar, ai, br, bi)
+    qr, qi = cmul(cr, ci, dr, di)
     return (pr - qi) * scale, (pi + qr) * scale
 
 
@@ -413,7 +301,7 @@ def _idft_store_row(
     yr, yi, OUT, base, k1, N, RT, N2: tl.constexpr, R1: tl.constexpr, R2: tl.constexpr, PREC: tl.constexpr
 ):
     """Inverse row DFT of the ``(R1, R2)`` spectrum tile, stored as row ``k1`` of the complex buffer at ``OUT + base``."""
-    yr, yi = _row_idft(yr, yi, RT, R1, R1, R2, PREC)
+    yr, yi = row_idft(yr, yi, RT, R1, R1, R2, PREC)
     n2 = tl.arange(0, R1)[:, None] * R2 + tl.arange(0, R2)[None, :]
     tl.store(OUT + base + k1 * N2 + n2, yr)
     tl.store(OUT + base + N + k1 * N2 + n2, yi)
@@ -422,8 +310,8 @@ def _idft_store_row(
 @triton.jit
 def _products(ar, ai, br, bi, cr, ci, dr, di, scale):
     """``(P, Q) = (A*B*scale, C*D*scale)``: the row spectra of two real channels' circular products."""
-    pr, pi = _cmul(ar, ai, br, bi)
-    qr, qi = _cmul(cr, ci, dr, di)
+    pr, pi = cmul(ar, ai, br, bi)
+    qr, qi = cmul(cr, ci, dr, di)
     return pr * scale, pi * scale, qr * scale, qi * scale
 
 
@@ -439,9 +327,9 @@ def _store_rows(
     its inverse row DFT is ``w_N2^n * conj(IDFT(P - iQ)[n])``, one more inverse DFT and no more loads."""
     _idft_store_row(pr - qi, pi + qr, OUT, base, k1, N, RT, N2, R1, R2, PREC)
     if PAIRED:
-        tr, ti = _row_idft(pr + qi, pi - qr, RT, R1, R1, R2, PREC)
+        tr, ti = row_idft(pr + qi, pi - qr, RT, R1, R1, R2, PREC)
         n2 = tl.arange(0, R1)[:, None] * R2 + tl.arange(0, R2)[None, :]
-        wr, wi = _phase(n2, 1, N2, -1)
+        wr, wi = phase(n2, 1, N2, -1)
         tl.store(OUT + base + kp * N2 + n2, wr * tr + wi * ti)
         tl.store(OUT + base + N + kp * N2 + n2, wi * tr - wr * ti)
 
@@ -453,12 +341,12 @@ def _col_forward_store(
 ):  # fmt: skip
     """Column pass body: ``xr + i xi`` given as ``(IN_ROWS, P2*C)`` tiles (sample ``N2*(P2*a + b) + c0 + c`` at
     ``[a, b*C + c]``), DFT down the columns, twiddle ``w_N^(n2 k1)``, store row ``k1`` of the ``(N1, N2)`` buffer."""
-    ar, ai = _col_dft(xr, xi, CT, IN_ROWS, P1, P2, C, PREC)  # (P1, P2*C) [ka, (kb, c)]
+    ar, ai = col_dft(xr, xi, CT, IN_ROWS, P1, P2, C, PREC)  # (P1, P2*C) [ka, (kb, c)]
     j = tl.arange(0, P2 * C)[None, :]
     k1 = tl.arange(0, P1)[:, None] + P1 * (j // C)
     n2 = c0 + j % C
-    tr, ti = _phase(n2, k1, N, -1)
-    ar, ai = _cmul(ar, ai, tr, ti)
+    tr, ti = phase(n2, k1, N, -1)
+    ar, ai = cmul(ar, ai, tr, ti)
     tl.store(BUF + base + k1 * N2 + n2, ar)
     tl.store(BUF + base + N + k1 * N2 + n2, ai)
 
@@ -475,9 +363,9 @@ def _col_inverse(
     n2 = c0 + j % C
     br = tl.load(BUF + base + k1 * N2 + n2)  # (P1, P2*C) [ka, (kb, c)]
     bi = tl.load(BUF + base + N + k1 * N2 + n2)
-    tr, ti = _phase(n2, k1, N, 1)
-    br, bi = _cmul(br, bi, tr, ti)
-    yr, yi = _col_idft(br, bi, CT, OUT_ROWS, P1, P2, C, PREC)  # (OUT_ROWS, P2*C) [a, (b, c)]
+    tr, ti = phase(n2, k1, N, 1)
+    br, bi = cmul(br, bi, tr, ti)
+    yr, yi = col_idft(br, bi, CT, OUT_ROWS, P1, P2, C, PREC)  # (OUT_ROWS, P2*C) [a, (b, c)]
     t = N2 * (P2 * tl.arange(0, OUT_ROWS)[:, None] + j // C) + n2
     return yr, yi, t
 
@@ -512,7 +400,7 @@ def _fused_fwd_kernel(
             X, PRE, row1, row2, t_in, t_in < L, has2, RT, HAS_PRE, IN_ROWS, R1, R2, PREC
         )
         yr, yi = _pack_product(u1r, u1i, h1r, h1i, u2r, u2i, h2r, h2i, inv_n)
-        cr, ci = _row_idft(yr, yi, RT, OUT_ROWS, R1, R2, PREC)  # (OUT_ROWS, R2): channel d, d2
+        cr, ci = row_idft(yr, yi, RT, OUT_ROWS, R1, R2, PREC)  # (OUT_ROWS, R2): channel d, d2
         m = t_out < L
         _epilogue_fwd(cr, X, PRE, GATE, Y, Z, skip1, row1, t_out, m, HAS_PRE, HAS_GATE, HAS_SKIP, SAVE_Z)
         _epilogue_fwd(ci, X, PRE, GATE, Y, Z, skip2, row2, t_out, m & has2, HAS_PRE, HAS_GATE, HAS_SKIP, SAVE_Z)
@@ -545,7 +433,7 @@ def _fused_bwd_kernel(
             DY, GATE, row1, row2, t_in, t_in < L, has2, RT, HAS_GATE, IN_ROWS, R1, R2, PREC
         )
         yr, yi = _pack_product(g1r, g1i, h1r, -h1i, g2r, g2i, h2r, -h2i, inv_n)
-        cr, ci = _row_idft(yr, yi, RT, OUT_ROWS, R1, R2, PREC)  # corr(g, h) of channels d, d2
+        cr, ci = row_idft(yr, yi, RT, OUT_ROWS, R1, R2, PREC)  # corr(g, h) of channels d, d2
         m = t_out < L
         p1 = _epilogue_bwd(
             cr, DY, X, PRE, GATE, Z, DX, DPRE, DGATE, skip1, row1, t_out, m, HAS_PRE, HAS_GATE, HAS_SKIP, NEED_DGATE
@@ -563,7 +451,7 @@ def _fused_bwd_kernel(
         qr, qi = _pack_product(g1r, g1i, u1r, -u1i, g2r, g2i, u2r, -u2i, inv_n)
         accr += qr
         acci += qi
-    dr, di = _row_idft(accr, acci, RT, OUT_ROWS, R1, R2, PREC)  # this batch slice's share of dh[d], dh[d2]
+    dr, di = row_idft(accr, acci, RT, OUT_ROWS, R1, R2, PREC)  # this batch slice's share of dh[d], dh[d2]
     out = (tl.program_id(1) * D + d).to(tl.int64) * LH
     tl.store(DH_PART + out + t_out, dr, mask=t_out < LH)
     tl.store(DH_PART + out + LH + t_out, di, mask=(t_out < LH) & has2)
@@ -711,26 +599,6 @@ def _col_inv_dh_kernel(
 # --------------------------------------------------------------------------------------------
 # launchers
 # --------------------------------------------------------------------------------------------
-
-
-_TABLES: dict[tuple[int, int, str], torch.Tensor] = {}
-
-
-def dft_tables(S1: int, S2: int, device: torch.device) -> torch.Tensor:
-    """DFT matrices and level twiddle of a two-level transform of length ``S1*S2`` as one flat fp32 tensor:
-    ``[F_S1 re, F_S1 im, F_S2 re, F_S2 im, T re, T im]`` with ``F_S[j, k] = exp(-2 pi i jk / S)`` (``S x S``)
-    and ``T[a, b] = exp(-2 pi i ab / (S1 S2))`` (``S1 x S2``). Computed in fp64, cached per device."""
-    key = (S1, S2, str(device))
-    if key not in _TABLES:
-
-        def expo(rows: int, cols: int, n: int) -> torch.Tensor:
-            jk = torch.outer(torch.arange(rows, dtype=torch.int64), torch.arange(cols, dtype=torch.int64)) % n
-            ang = jk.double() * (-2 * torch.pi / n)
-            return torch.stack([ang.cos(), ang.sin()]).flatten()
-
-        parts = [expo(S1, S1, S1), expo(S2, S2, S2), expo(S1, S2, S1 * S2)]
-        _TABLES[key] = torch.cat(parts).float().to(device)
-    return _TABLES[key]
 
 
 def _batch_split(B: int, programs: int, device: torch.device) -> tuple[int, int]:
