@@ -26,10 +26,10 @@ whose inverse is ``y_d + i y_{d+1}``.
 
 Passes
 ------
-* ``N <= ROW_MAX`` (``L <= ROW_MAX / 2``, 1024 by default): one fused kernel per channel pair reads
+* ``N <= max(ROW_MAX, 2048)`` (``L <= 1024`` with the default ``ROW_MAX`` of 512): one fused kernel per channel pair reads
   ``x`` (times the pre-gate), transforms, multiplies by the filter's spectrum (computed once per
   program from ``h``), transforms back and writes ``y`` with the skip term and the post-gate.
-* Larger ``N``: ``N2 = ROW_MAX`` and three passes through fp32 complex buffers in HBM: a column pass
+* Larger ``N``: rows of ``N2 = ROW_MAX`` and three passes through fp32 complex buffers in HBM: a column pass
   (read signal, length-``N1`` DFT, twiddle, write), a row pass (row DFTs of signal and filter,
   product, inverse row DFT, write), an inverse column pass (read, inverse DFT, skip term and gates,
   write ``y``). The filter goes through its own column pass; the row pass recomputes its row
@@ -371,7 +371,7 @@ def _col_inverse(
 
 
 # --------------------------------------------------------------------------------------------
-# fused kernels (N <= ROW_MAX)
+# fused kernels (one row: N <= max(ROW_MAX, 2048))
 # --------------------------------------------------------------------------------------------
 
 
@@ -458,7 +458,7 @@ def _fused_bwd_kernel(
 
 
 # --------------------------------------------------------------------------------------------
-# three-pass kernels (N > ROW_MAX)
+# three-pass kernels (rows of ROW_MAX)
 # --------------------------------------------------------------------------------------------
 
 
