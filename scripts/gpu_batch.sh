@@ -43,8 +43,6 @@ declare -A JOBS=(
   # Parts of the mamba benchmark on separate GPUs (each its own folder: the files share a name).
   [bench_scan]="LONGSEQ_MAMBA_PARTS=scan python3 -m benchmarks.run mamba --out $out/results/mamba_scan"
   [bench_packing]="LONGSEQ_MAMBA_PARTS=packing python3 -m benchmarks.run mamba --out $out/results/mamba_packing"
-  # Kernel time breakdown of fftconv (tf32 vs tf32x3), its knob sweep, and ncu's view of its two heaviest kernels.
-  [fftconv_probe]="python3 scripts/kernel_sweep.py fftconv --out $out/results/sweep_fftconv.jsonl; ncu --clock-control none -k regex:'_row_fwd_kernel|_col_fwd_kernel' -c 2 --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats python3 scripts/kernel_sweep.py fftconv_once > $out/results/ncu_fftconv.txt 2>&1; tail -n 80 $out/results/ncu_fftconv.txt"
   # The fftconv sweep picks the knobs, then the fftconv benchmark runs with them (recorded in its JSON).
   [fftconv_tuned]="python3 scripts/kernel_sweep.py fftconv --out $out/results/sweep_fftconv.jsonl --best-out $out/results/fftconv_knobs.json; LONGSEQ_FFTCONV_KNOBS=$out/results/fftconv_knobs.json python3 -m benchmarks.run fftconv"
   [fftconv_ncu]="ncu --clock-control none -k regex:'_row_fwd_kernel|_col_fwd_kernel' -c 3 --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats python3 scripts/kernel_sweep.py fftconv_once > $out/results/ncu_fftconv.txt 2>&1; tail -n 60 $out/results/ncu_fftconv.txt"
