@@ -12,8 +12,8 @@ frequency ``k = k1 + N1*k2``)::
 
 and every DFT of length ``R <= 128`` is one dense complex matmul (``tl.dot``, tensor cores) against an
 ``R x R`` DFT matrix read from a small table (the building blocks are in ``dft.py``); lengths up to
-64*64 chain two such matmuls with a twiddle in between (the same identity one level down). The spectrum is never put in natural order:
-the pointwise product with the filter's spectrum works in any order, as long as both share it, and
+64*64 chain two such matmuls with a twiddle in between (the same identity one level down). The
+spectrum is never put in natural order: the pointwise product with the filter's spectrum works in any order, as long as both share it, and
 the inverse transform retraces the forward steps backwards.
 
 Two real channels travel as one complex signal ``x_d + i x_{d+1}`` through the column passes and the
@@ -39,8 +39,8 @@ Passes
   the partner row's products are the conjugate reversal of row ``k1``'s, and its inverse row DFT is
   ``w_N2^n * conj(IDFT(P - iQ))`` of the same products (:func:`_store_rows`): six row DFTs for two rows
   (two of the signal, two of the filter, two inverse) where one program per row needed ten, and each row
-  is read once instead of twice. Compiled for sm_90 (tf32, 8 warps): 576 ``mma.sync`` per two rows
-  against 480 per row before.
+  is read once instead of twice. Compiled for sm_90 (rows of 2048, tf32, 8 warps): 576 ``mma.sync`` per
+  two rows against 480 per row before.
 
 Backward: ``g = dy * gate``; ``du = corr(g, h) + D g`` (spectrum ``G conj(H)``); ``dh = sum_b corr(g, u)``
 (``sum_b G conj(U)``, summed in the frequency domain inside the row program); ``dD = sum g u``;
@@ -56,7 +56,8 @@ Tuning knobs for the device (module constants): ``ROW_MAX``, ``COL_TILE``, ``COL
 Not done yet, in order of expected gain: keep the filter's spectrum across forward and backward
 (it is recomputed in both), overlap-free in-place row passes (one buffer less), radix-16 three-level
 row DFTs (fewer flops than two 32/64-point levels), and a per-precision ``ROW_MAX`` (fp32 / ``tf32x3``
-spills more). Every row kernel uses all 255 registers at 8 warps, so one program runs per SM.
+spills more). Rows of 2048 use all 255 registers at 8 warps (one program per SM); rows of 512 at 4 warps
+use 166-212 with no spills (ptxas, sm_90, tf32), and their kernels still run ``mma.sync``, not wgmma.
 """
 
 from __future__ import annotations
