@@ -13,8 +13,8 @@ frequency ``k = k1 + N1*k2``)::
 and every DFT of length ``R <= 128`` is one dense complex matmul (``tl.dot``, tensor cores) against an
 ``R x R`` DFT matrix read from a small table (the building blocks are in ``dft.py``); lengths up to
 64*64 chain two such matmuls with a twiddle in between (the same identity one level down). The
-spectrum is never put in natural order: the pointwise product with the filter's spectrum works in any order, as long as both share it, and
-the inverse transform retraces the forward steps backwards.
+spectrum is never put in natural order: the pointwise product with the filter's spectrum works in any
+order, as long as both share it, and the inverse transform retraces the forward steps backwards.
 
 Two real channels travel as one complex signal ``x_d + i x_{d+1}`` through the column passes and the
 intermediate buffers, halving their work and memory traffic. The row kernel separates the two
