@@ -26,8 +26,8 @@ whose inverse is ``y_d + i y_{d+1}``.
 
 Passes
 ------
-* ``N <= max(ROW_MAX, 2048)`` (``L <= 1024`` with the default ``ROW_MAX`` of 512): one fused kernel per channel pair reads
-  ``x`` (times the pre-gate), transforms, multiplies by the filter's spectrum (computed once per
+* ``N <= max(ROW_MAX, 2048)`` (``L <= 1024`` with the default ``ROW_MAX`` of 512): one fused kernel per
+  channel pair reads ``x`` (times the pre-gate), transforms, multiplies by the filter's spectrum (computed once per
   program from ``h``), transforms back and writes ``y`` with the skip term and the post-gate.
 * Larger ``N``: rows of ``N2 = ROW_MAX`` and three passes through fp32 complex buffers in HBM: a column pass
   (read signal, length-``N1`` DFT, twiddle, write), a row pass (row DFTs of signal and filter,
@@ -46,10 +46,10 @@ Backward: ``g = dy * gate``; ``du = corr(g, h) + D g`` (spectrum ``G conj(H)``);
 (``sum_b G conj(U)``, summed in the frequency domain inside the row program); ``dD = sum g u``;
 ``dx = du * pre_gate``, ``dpre_gate = du * x``, ``dgate = dy * z`` with ``z`` saved by the forward.
 
-Precision: buffers and accumulation are fp32; the DFT matrices and the in-row / in-column twiddles
-are small tables computed in fp64 on the host (:func:`~longseq.kernels.fftconv.dft.dft_tables`), the ``N``-sized twiddle between
-the column and row passes is computed in the kernel from an exact integer index. ``tl.dot`` runs
-its fp32 operands as ``dot_precision()`` says (``tf32x3`` unless every activation is bf16, then ``tf32``).
+Precision: buffers and accumulation are fp32; the DFT matrices and the in-row / in-column twiddles are small
+tables computed in fp64 on the host (:func:`~longseq.kernels.fftconv.dft.dft_tables`), the ``N``-sized twiddle
+between the column and row passes is computed in the kernel from an exact integer index. ``tl.dot`` runs its
+fp32 operands as ``dot_precision()`` says (``tf32x3`` unless every activation is bf16, then ``tf32``).
 
 Tuning knobs for the device (module constants): ``ROW_MAX``, ``COL_TILE``, ``COL_SINGLE_MAX``,
 ``ROW_WARPS``, ``COL_WARPS``, ``NUM_STAGES``, ``FP32_DOT_PRECISION``, ``LOWP_DOT_PRECISION``.
