@@ -97,6 +97,9 @@ COL_WARPS = 4
 #: stage multiplies the shared memory of the dot operands (it exceeds the H100's 227 KB at 3 stages).
 NUM_STAGES = 1
 #: ``tl.dot`` input precision for fp32 operands: when any input is fp32 or fp16, and when all are bf16.
+#: bf16 operands (FlashFFTConv's choice, twice tf32's tensor-core rate) miss the tolerance rule: under the
+#: interpreter (whose bf16 cast truncates, so about twice the error of round-to-nearest) the output is off
+#: by up to 1.2x the bound and dh, summed over the length, by up to 5x, with fp32 or bf16 filters.
 FP32_DOT_PRECISION = "tf32x3"
 LOWP_DOT_PRECISION = "tf32"
 #: Smallest DFT length handled by one matmul (``tl.dot`` needs K >= 16 on NVIDIA GPUs).
