@@ -113,17 +113,24 @@ def test_fftconv_filter_shorter_or_longer_than_input(Lh, device):
     _check(t, dy, torch.float32)
 
 
-def test_fftconv_bf16_input_fp32_filter(device):
-    """Mixed precision as in the Hyena mixer: 16-bit activations, fp32 filter and skip."""
-    t, dy = _inputs(2, 3, 64, 64, torch.bfloat16, device, h_dtype=torch.float32)
+def _check_bf16_fp32_filter(L, device):
+    """bf16 activations with an fp32 filter and skip (the Hyena mixer's mix): output and every gradient within
+    the rule against the 16-bit reference, which rounds the filter to bf16 too; dtypes as given."""
+    t, dy = _inputs(2, 3, L, L, torch.bfloat16, device, h_dtype=torch.float32)
     t["D"] = t["D"].float()
     y, g = _call(fftconv, t, dy, lambda v: v.detach().clone())
-    ry, rg = _call(_ref, t, dy, lambda v: v.detach().float())
-    ly, lg = _call(partial(_ref, upcast=False), t, dy, lambda v: v.detach().clone())
+    method = "fft64" if L > DIRECT_MAX_L else "direct"
+    ry, rg = _call(partial(_ref, method=method), t, dy, lambda v: v.detach().float())
+    ly, lg = _call(partial(_ref, upcast=False, method=method), t, dy, lambda v: v.detach().clone())
     assert y.dtype == torch.bfloat16 and g["h"].dtype == torch.float32 and g["D"].dtype == torch.float32
     assert_close(y, ry, ly, name="y")
     for k in g:
         assert_close(g[k], rg[k], lg[k].to(g[k].dtype), name=f"d{k}")
+
+
+def test_fftconv_bf16_input_fp32_filter(device):
+    """Mixed precision as in the Hyena mixer: 16-bit activations, fp32 filter and skip."""
+    _check_bf16_fp32_filter(64, device)
 
 
 @pytest.mark.parametrize(("L", "dtype"), THREE_PASS_CASES, ids=str)
@@ -336,17 +343,8 @@ def test_fftconv_gpu_long_bf16(L):
 @pytest.mark.gpu
 @pytest.mark.parametrize("L", [4099, 2**16, 2**20])
 def test_fftconv_gpu_long_bf16_fp32_filter(L):
-    """The Hyena mixer's mix (bf16 activations, fp32 filter and skip) runs tf32 products: output and
-    every gradient within the rule against the 16-bit reference (which rounds the filter to bf16 too)."""
-    t, dy = _inputs(2, 3, L, L, torch.bfloat16, "cuda", h_dtype=torch.float32)
-    t["D"] = t["D"].float()
-    y, g = _call(fftconv, t, dy, lambda v: v.detach().clone())
-    method = "fft64" if L > DIRECT_MAX_L else "direct"
-    ry, rg = _call(partial(_ref, method=method), t, dy, lambda v: v.detach().float())
-    ly, lg = _call(partial(_ref, upcast=False, method=method), t, dy, lambda v: v.detach().clone())
-    assert_close(y, ry, ly, name="y")
-    for k in g:
-        assert_close(g[k], rg[k], lg[k].to(g[k].dtype), name=f"d{k}")
+    """The Hyena mixer's mix (bf16 activations, fp32 filter and skip) runs tf32 products, to 1M tokens."""
+    _check_bf16_fp32_filter(L, "cuda")
 
 
 def test_fftconv_precision_follows_the_activations(device, monkeypatch):
