@@ -188,39 +188,48 @@ def bench_scan(
         compiled = torch.compile(torch_scan, dynamic=False)
     except Exception as exc:
         part.errors.append(f"scan compile: {type(exc).__name__}: {exc}")
-    for name in (OURS, COMPILED):
-        for L in lengths:
-            if name == COMPILED and (compiled is None or compiled_max_len < L):
-                if compiled is not None:
-                    part.skipped.append(f"scan {COMPILED} L={L}: its (B, D, N, L) fp32 intermediates exceed GPU memory")
-                continue
-            if name == COMPILED and part.over_budget(f"{COMPILED} L={L}"):
+
+    def inputs(L: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+        return scan_inputs(B, D, N, L, dev), torch.randn(B, D, L, device=dev, dtype=DTYPE)
+
+    def time_case(
+        name: str, fn: Callable, L: int, t: list[torch.Tensor], dout: torch.Tensor, passes: tuple[str, ...]
+    ) -> None:
+        steps = dict(zip(("fwd", "fwd+bwd"), _fwd_and_grad(fn, t, dout)))
+        for pass_ in passes:
+            part.time(name, {"B": B, "D": D, "N": N, "L": L}, pass_, steps[pass_], scan_bytes(B, D, N, L, pass_))
+
+    for L in lengths:
+        t, dout = inputs(L)
+        time_case(OURS, ours_scan, L, t, dout, ("fwd", "fwd+bwd"))
+        del t, dout
+        torch.cuda.empty_cache()
+    for L in lengths:
+        if compiled is None:
+            break
+        if compiled_max_len < L:
+            part.skipped.append(f"scan {COMPILED} L={L}: its (B, D, N, L) fp32 intermediates exceed GPU memory")
+            continue
+        if part.over_budget(f"{COMPILED} L={L}"):
+            break
+        t, dout = inputs(L)
+        if not check:
+            try:
+                check = {"L": L, "rel_err_vs_torch_compiled": _rel_err(ours_scan(*t), compiled(*t))}
+                _log(f"scan check at L={L}: {check}")
+            except Exception as exc:  # a baseline that does not compile is dropped, not retried
+                part.errors.append(f"scan {COMPILED} (dropped): {type(exc).__name__}: {str(exc)[:300]}")
                 break
-            shape = {"B": B, "D": D, "N": N, "L": L}
-            t = scan_inputs(B, D, N, L, dev)
-            dout = torch.randn(B, D, L, device=dev, dtype=DTYPE)
-            fn = ours_scan
-            if name == COMPILED:
-                fn = compiled
-                if not check:
-                    try:
-                        check = {"L": L, "rel_err_vs_torch_compiled": _rel_err(ours_scan(*t), compiled(*t))}
-                        _log(f"scan check at L={L}: {check}")
-                    except Exception as exc:  # a baseline that does not compile is dropped, not retried
-                        part.errors.append(f"scan {COMPILED} (dropped): {type(exc).__name__}: {str(exc)[:300]}")
-                        compiled = None
-                        break
-            fwd, fwd_bwd = _fwd_and_grad(fn, t, dout)
-            for pass_, step in (("fwd", fwd), ("fwd+bwd", fwd_bwd)):
-                if name == COMPILED and pass_ == "fwd+bwd" and compiled_bwd_max_len < L:
-                    part.skipped.append(
-                        f"scan {COMPILED} fwd+bwd L={L}: the compiled associative_scan backward takes seconds per "
-                        f"call (timed at L<={compiled_bwd_max_len} only)"
-                    )
-                    continue
-                part.time(name, shape, pass_, step, scan_bytes(B, D, N, L, pass_))
-            del t, dout
-            torch.cuda.empty_cache()
+        passes = ("fwd", "fwd+bwd")
+        if compiled_bwd_max_len < L:
+            passes = ("fwd",)
+            part.skipped.append(
+                f"scan {COMPILED} fwd+bwd L={L}: the compiled associative_scan backward takes seconds per "
+                f"call (timed at L<={compiled_bwd_max_len} only)"
+            )
+        time_case(COMPILED, compiled, L, t, dout, passes)
+        del t, dout
+        torch.cuda.empty_cache()
     return check
 
 
