@@ -145,6 +145,19 @@ def bench(fn: Callable[[], Any], *, warmup: int = 25, rep: int = 100) -> float:
     return float(do_bench(fn, warmup=warmup, rep=rep, return_mode="median"))
 
 
+def one_call_ms(fn: Callable[[], Any]) -> float:
+    """Time of one call of ``fn`` in ms, by CUDA events from an idle GPU: for calls too long to repeat
+    under :func:`bench`. Raises RuntimeError without CUDA."""
+    require_cuda()
+    torch.cuda.synchronize()
+    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn()
+    end.record()
+    torch.cuda.synchronize()
+    return start.elapsed_time(end)
+
+
 def host_ms(fn: Callable[[], Any], *, n: int = 25) -> float:
     """Median host (CPU) time in ms to issue one call of ``fn``, starting from an idle GPU.
 

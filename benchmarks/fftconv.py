@@ -35,7 +35,15 @@ from typing import Any
 import torch
 
 from benchmarks.attention import peak_gib
-from benchmarks.common import Record, bench, compute_ratios, measure_copy_bandwidth, parts_from_env, require_cuda
+from benchmarks.common import (
+    Record,
+    bench,
+    compute_ratios,
+    measure_copy_bandwidth,
+    one_call_ms,
+    parts_from_env,
+    require_cuda,
+)
 
 TOPIC = "fftconv"
 DEVICE = "cuda"
@@ -88,13 +96,7 @@ def _single_shot_ms(fn: Callable[[], Any], warmup: bool = True) -> float:
     the kernels involved are already compiled by the shorter lengths)."""
     if warmup:
         fn()
-    torch.cuda.synchronize()
-    start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    start.record()
-    fn()
-    end.record()
-    torch.cuda.synchronize()
-    return start.elapsed_time(end)
+    return one_call_ms(fn)
 
 
 # --------------------------------------------------------------------------------------------

@@ -56,7 +56,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from benchmarks.common import Record, _fmt, bench, require_cuda, save_figure, write_results
+from benchmarks.common import Record, _fmt, bench, one_call_ms, require_cuda, save_figure, write_results
 
 __all__ = [
     "LENGTHS",
@@ -255,12 +255,7 @@ def _step_ms(step: Callable[[], Any], device: str) -> float:
         start = time.perf_counter()
         step()
         return (time.perf_counter() - start) * 1e3
-    begin, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    begin.record()
-    step()
-    end.record()
-    torch.cuda.synchronize()
-    return begin.elapsed_time(end)
+    return one_call_ms(step)
 
 
 # --------------------------------------------------------------------------------------------
