@@ -275,8 +275,9 @@ def fftconv_once(out: Any) -> None:
     from longseq.kernels.fftconv import fftconv
 
     dev = require_cuda()
-    x = torch.randn(1, 256, 65536, device=dev, dtype=torch.bfloat16, requires_grad=True)
-    h = torch.randn(256, 65536, device=dev).requires_grad_()
+    B, D, L = FFTCONV_SHAPE
+    x = torch.randn(B, D, L, device=dev, dtype=torch.bfloat16, requires_grad=True)
+    h = torch.randn(D, L, device=dev).requires_grad_()
     fftconv(x, h).backward(torch.randn_like(x))
     torch.cuda.synchronize()
 
