@@ -242,17 +242,16 @@ def sweep_fftconv(out: Any, best_out: str | None = None) -> None:
     _emit(out, sweep="fftconv", baseline="torch_fft_fwd", ms=bench(torch_fft, warmup=5, rep=20))
     ref_y, ref_g = fwd(), fwd_bwd()
     _profile(fwd_bwd, out, "fftconv-default")
-    with _patched(tr, LOWP_DOT_PRECISION="tf32x3"):  # what this shape (fp32 filter) ran before the rule change
-        _profile(fwd_bwd, out, "fftconv-tf32x3")
     best: tuple[float, dict[str, int]] | None = None
     tol = 0.02 * float(ref_g.float().abs().max())  # a candidate must compute what the default does
-    # Rows of 4096 were slower (sweep_fftconv-rowmax4096-h200.jsonl) and the column knobs moved little there;
-    # rows of 512 spill nothing at 4 warps (ptxas, sm_90) and need fewer flops per point (radix 16/32).
+    # Rows: 512 at 4 warps won the H100 sweep of 2048/1024/512 (sweep_fftconv-h100.jsonl, and tf32x3's profile
+    # there). The column kernels then took about 65% of fwd+bwd (ncu_fftconv-h100.txt: 0.6-0.8 TB/s, 12.5%
+    # occupancy at 207 registers); ptxas (sm_90) gives 137 registers for tiles of 4096 at 8 warps or 2048 at 4.
     for row_max, row_warps, (col_tile, col_warps) in (
-        (2048, 8, (4096, 4)),
-        (1024, 4, (4096, 4)),
         (512, 4, (4096, 4)),
-        (512, 8, (8192, 8)),
+        (512, 4, (4096, 8)),
+        (512, 4, (2048, 4)),
+        (512, 4, (8192, 8)),
     ):
         warps = {**tr.ROW_WARPS, row_max: row_warps}
         knobs = {"ROW_MAX": row_max, "ROW_WARPS": row_warps, "COL_TILE": col_tile, "COL_WARPS": col_warps}
@@ -264,6 +263,7 @@ def sweep_fftconv(out: Any, best_out: str | None = None) -> None:
                 ok = pass_ == "fwd+bwd" and ms is not None and err is not None and err <= tol
                 if ok and (best is None or ms < best[0]):
                     best = (ms, knobs)
+            _profile(fwd_bwd, out, f"fftconv-col{col_tile}x{col_warps}")
     if best_out and best is not None:
         with open(best_out, "w") as f:
             json.dump(best[1], f)
