@@ -53,7 +53,10 @@ fp32 operands as ``dot_precision()`` says (``tf32x3`` unless every activation is
 
 Tuning knobs for the device (module constants): ``ROW_MAX``, ``COL_TILE``, ``COL_SINGLE_MAX``,
 ``ROW_WARPS``, ``COL_WARPS``, ``NUM_STAGES``, ``FP32_DOT_PRECISION``, ``LOWP_DOT_PRECISION``.
-Not done yet, in order of expected gain: keep the filter's spectrum across forward and backward
+Not done yet, in order of expected gain: faster column passes (about two thirds of fwd+bwd at L=64K, each at
+0.6-0.8 TB/s and 12.5% occupancy with 207 registers at 4 warps, ``benchmarks/results/ncu_fftconv-h100.txt``;
+ptxas gives 137 registers for the same tile at 8 warps, and ``scripts/kernel_sweep.py fftconv`` sweeps
+``COL_TILE`` / ``COL_WARPS``), keep the filter's spectrum across forward and backward
 (it is recomputed in both), overlap-free in-place row passes (one buffer less), radix-16 three-level
 row DFTs (fewer flops than two 32/64-point levels), and a per-precision ``ROW_MAX`` (fp32 / ``tf32x3``
 spills more). Rows of 2048 use all 255 registers at 8 warps (one program per SM); rows of 512 at 4 warps
