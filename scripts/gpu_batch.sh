@@ -43,8 +43,9 @@ declare -A JOBS=(
   # Parts of the mamba benchmark on separate GPUs (each its own folder: the files share a name).
   [bench_scan]="LONGSEQ_MAMBA_PARTS=scan python3 -m benchmarks.run mamba --out $out/results/mamba_scan"
   [bench_packing]="LONGSEQ_MAMBA_PARTS=packing python3 -m benchmarks.run mamba --out $out/results/mamba_packing"
-  # The fftconv sweep picks the knobs, then the fftconv benchmark runs with them (recorded in its JSON).
-  [fftconv_tuned]="python3 scripts/kernel_sweep.py fftconv --out $out/results/sweep_fftconv.jsonl --best-out $out/results/fftconv_knobs.json; LONGSEQ_FFTCONV_KNOBS=$out/results/fftconv_knobs.json python3 -m benchmarks.run fftconv"
+  # The fftconv sweep picks the knobs, then the fftconv benchmark runs with them (recorded in its JSON); the block
+  # part (250 s on an H100) has its own job, bench_fftconv_blocks, so the two fit one slot each.
+  [fftconv_tuned]="python3 scripts/kernel_sweep.py fftconv --out $out/results/sweep_fftconv.jsonl --best-out $out/results/fftconv_knobs.json; LONGSEQ_FFTCONV_KNOBS=$out/results/fftconv_knobs.json LONGSEQ_FFTCONV_PARTS=\${FFTCONV_PARTS:-conv,model} python3 -m benchmarks.run fftconv"
   [fftconv_ncu]="ncu --clock-control none -k regex:'_row_|_col_' -c 9 --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis python3 scripts/kernel_sweep.py fftconv_once > $out/results/ncu_fftconv.txt 2>&1; grep -E '^  _|Duration|Throughput|Registers|Achieved Occupancy|Theoretical Occupancy|Warp Cycles Per Issued|Block Size|Grid Size|L1/TEX Hit|L2 Hit|Executed Ipc A' $out/results/ncu_fftconv.txt"
   # E. coli at 1K, 8K and 32K with HyenaDNA's sequence-length warm-up (64 bases, doubled every epoch), same steps and tokens.
   [genomics_warmup]="for c in 1024 8192 32768; do python3 scripts/genomics_results.py --contexts \$c --max-steps 3000 --length-warmup 64 1 --pretrain-time 00:00:06:00 --skip-finetune --workdir /tmp/gwarm --out $out/results --tag \"warmup-ctx\$c-{slug}\" & done; wait"
