@@ -207,19 +207,35 @@ def sweep_flash(out: Any) -> None:
         _flash_case(out, L, causal)
 
 
-#: ``(B, D, L)`` of the fftconv sweep (a module constant so a smoke run can shrink it).
+#: ``(B, D, L)`` of the fftconv sweep (a module constant so a smoke run can shrink it; ``--length`` sets L).
 FFTCONV_SHAPE = (1, 256, 65536)
+#: fftconv candidates ``(ROW_MAX, row warps, COL_TILE, column warps)``, the default first. Rows: 512 at 4 warps
+#: won the H100 sweep of 2048/1024/512 at L=64K (``sweep_fftconv-h100.jsonl``). The column kernels then took
+#: about two thirds of fwd+bwd (``ncu_fftconv-h100.txt``: 0.6-0.8 TB/s, 12.5% occupancy at 207 registers;
+#: ptxas for sm_90 gives 137 registers for tiles of 4096 at 8 warps or 2048 at 4). A column program holds
+#: ``C = COL_TILE / N1`` adjacent columns, and ``N1 = N / ROW_MAX`` grows with L: at L=1M rows of 512 leave
+#: ``C = 1`` (each load and store a lone element at a stride of a row), so longer rows are candidates there.
+FFTCONV_CANDIDATES = (
+    (512, 4, 4096, 4),
+    (512, 4, 4096, 8),
+    (512, 4, 2048, 4),
+    (512, 4, 8192, 8),
+    (2048, 8, 4096, 4),
+    (2048, 8, 8192, 8),
+    (4096, 8, 8192, 8),
+)
 
 
-def sweep_fftconv(out: Any, best_out: str | None = None) -> None:
-    """Knob sweep at B=1, D=256, L=64K (bf16 activations, fp32 filter); ``best_out``: write the fastest
-    fwd+bwd knobs whose output matches the default's as JSON (``benchmarks/fftconv.py``'s knob file)."""
+def sweep_fftconv(out: Any, best_out: str | None = None, length: int | None = None) -> None:
+    """Knob sweep at B=1, D=256 and L=64K or ``length`` (bf16 activations, fp32 filter); ``best_out``: write
+    the fastest fwd+bwd knobs whose output matches the default's as JSON (``benchmarks/fftconv.py``'s knob file)."""
     from longseq.kernels.fftconv import fftconv
     from longseq.kernels.fftconv import triton as tr
 
     dev = require_cuda()
     torch.manual_seed(0)
     B, D, L = FFTCONV_SHAPE
+    L = length or L
     x = torch.randn(B, D, L, device=dev, dtype=torch.bfloat16, requires_grad=True)
     h = (torch.randn(D, L, device=dev) * torch.exp(-torch.arange(L, device=dev) / 2000.0)).requires_grad_()
     Dv = torch.randn(D, device=dev, requires_grad=True)
@@ -239,20 +255,13 @@ def sweep_fftconv(out: Any, best_out: str | None = None) -> None:
         n = 2 * L
         return torch.fft.irfft(torch.fft.rfft(x.float(), n=n) * torch.fft.rfft(h, n=n), n=n)[..., :L]
 
+    _emit(out, sweep="fftconv", shape={"B": B, "D": D, "L": L})
     _emit(out, sweep="fftconv", baseline="torch_fft_fwd", ms=bench(torch_fft, warmup=5, rep=20))
     ref_y, ref_g = fwd(), fwd_bwd()
     _profile(fwd_bwd, out, "fftconv-default")
     best: tuple[float, dict[str, int]] | None = None
     tol = 0.02 * float(ref_g.float().abs().max())  # a candidate must compute what the default does
-    # Rows: 512 at 4 warps won the H100 sweep of 2048/1024/512 (sweep_fftconv-h100.jsonl, and tf32x3's profile
-    # there). The column kernels then took about 65% of fwd+bwd (ncu_fftconv-h100.txt: 0.6-0.8 TB/s, 12.5%
-    # occupancy at 207 registers); ptxas (sm_90) gives 137 registers for tiles of 4096 at 8 warps or 2048 at 4.
-    for row_max, row_warps, (col_tile, col_warps) in (
-        (512, 4, (4096, 4)),
-        (512, 4, (4096, 8)),
-        (512, 4, (2048, 4)),
-        (512, 4, (8192, 8)),
-    ):
+    for row_max, row_warps, col_tile, col_warps in FFTCONV_CANDIDATES:
         warps = {**tr.ROW_WARPS, row_max: row_warps}
         knobs = {"ROW_MAX": row_max, "ROW_WARPS": row_warps, "COL_TILE": col_tile, "COL_WARPS": col_warps}
         with _patched(tr, ROW_MAX=row_max, ROW_WARPS=warps, COL_TILE=col_tile, COL_WARPS=col_warps):
@@ -263,7 +272,7 @@ def sweep_fftconv(out: Any, best_out: str | None = None) -> None:
                 ok = pass_ == "fwd+bwd" and ms is not None and err is not None and err <= tol
                 if ok and (best is None or ms < best[0]):
                     best = (ms, knobs)
-            _profile(fwd_bwd, out, f"fftconv-col{col_tile}x{col_warps}")
+            _profile(fwd_bwd, out, f"fftconv-rows{row_max}x{row_warps}-cols{col_tile}x{col_warps}")
     if best_out and best is not None:
         with open(best_out, "w") as f:
             json.dump(best[1], f)
@@ -287,11 +296,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("what", choices=["scan", "flash", "fftconv", "fftconv_once"])
     parser.add_argument("--out", default=None, help="also append the JSON lines to this file")
     parser.add_argument("--best-out", default=None, help="fftconv: write the fastest correct knobs here (JSON)")
+    parser.add_argument("--length", type=int, default=None, help="fftconv: sequence length (default 64K)")
     args = parser.parse_args(argv)
     out = open(args.out, "a") if args.out else None  # noqa: SIM115
     try:
         if args.what == "fftconv":
-            sweep_fftconv(out, args.best_out)
+            sweep_fftconv(out, args.best_out, args.length)
         else:
             {"scan": sweep_scan, "flash": sweep_flash, "fftconv_once": fftconv_once}[args.what](out)
     finally:
