@@ -214,7 +214,9 @@ FFTCONV_SHAPE = (1, 256, 65536)
 #: about two thirds of fwd+bwd (``ncu_fftconv-h100.txt``: 0.6-0.8 TB/s, 12.5% occupancy at 207 registers;
 #: ptxas for sm_90 gives 137 registers for tiles of 4096 at 8 warps or 2048 at 4). A column program holds
 #: ``C = COL_TILE / N1`` adjacent columns, and ``N1 = N / ROW_MAX`` grows with L: at L=1M rows of 512 leave
-#: ``C = 1`` (each load and store a lone element at a stride of a row), so longer rows are candidates there.
+#: ``C = 1`` (each load and store a lone element at a stride of a row), so longer rows are candidates there:
+#: 2048 at 8 warps, whose row kernels spill 128 / 672 bytes (fwd / bwd, tf32, ptxas sm_90) where rows of 1024
+#: spill 460 / 1796 at 8 warps and rows of 4096 3540 / 6016.
 FFTCONV_CANDIDATES = (
     (512, 4, 4096, 4),
     (512, 4, 4096, 8),
@@ -222,7 +224,6 @@ FFTCONV_CANDIDATES = (
     (512, 4, 8192, 8),
     (2048, 8, 4096, 4),
     (2048, 8, 8192, 8),
-    (4096, 8, 8192, 8),
 )
 
 
