@@ -49,6 +49,9 @@ declare -A JOBS=(
   [fftconv_ncu]="ncu --clock-control none -k regex:'_row_|_col_' -c 9 --section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis python3 scripts/kernel_sweep.py fftconv_once > $out/results/ncu_fftconv.txt 2>&1; grep -E '^  _|Duration|Throughput|Registers|Achieved Occupancy|Theoretical Occupancy|Warp Cycles Per Issued|Block Size|Grid Size|L1/TEX Hit|L2 Hit|Executed Ipc A' $out/results/ncu_fftconv.txt"
   # E. coli at 1K, 8K and 32K with HyenaDNA's sequence-length warm-up (64 bases, doubled every epoch), same steps and tokens.
   [genomics_warmup]="for c in 1024 8192 32768; do python3 scripts/genomics_results.py --contexts \$c --max-steps 3000 --length-warmup 64 1 --pretrain-time 00:00:06:00 --skip-finetune --workdir /tmp/gwarm --out $out/results --tag \"warmup-ctx\$c-{slug}\" & done; wait"
+  # The fftconv knob sweep at 64K and at 1M (where rows of 512 leave one column per column program), one GPU each.
+  [sweep_fftconv_64k]="python3 scripts/kernel_sweep.py fftconv --out $out/results/sweep_fftconv-64k.jsonl --best-out $out/results/fftconv_knobs-64k.json"
+  [sweep_fftconv_1m]="python3 scripts/kernel_sweep.py fftconv --length 1048576 --out $out/results/sweep_fftconv-1m.jsonl --best-out $out/results/fftconv_knobs-1m.json"
   [fft_tests]="$PYTEST -n 3 -v --timeout=\${TEST_TIMEOUT:-300} tests/kernels/test_fftconv.py"
   [bench_fftconv_blocks]="LONGSEQ_FFTCONV_PARTS=block LONGSEQ_FFTCONV_DEADLINE=\${FFTCONV_DEADLINE:-280} python3 -m benchmarks.run fftconv --out $out/results/fftconv_blocks"
   [bench_mamba_kernels]="LONGSEQ_MAMBA_PARTS=scan,conv,ssd python3 -m benchmarks.run mamba --out $out/results/mamba_kernels"
