@@ -58,7 +58,7 @@ QUICK_BLOCK_LENGTHS = (2048, 65536)
 BLOCK_DIM, BLOCK_HEADS, TOKENS = 768, 12, 131072
 MODEL_L, MODEL_DIM, MODEL_DEPTH, MODEL_VOCAB = 2**20, 256, 8, 12
 QUICK_MODEL_L = 2**16
-MAX_CALL_S = 40.0  # longest single attention call we are willing to time (causal flash at 1M: ~20-30 s)
+MAX_CALL_S = 40.0  # longest single attention call we time (causal attention at 1M: 20-22 s, fftconv-blocks-h100.json)
 SINGLE_SHOT_S = 1.0  # above this predicted call time, time one call instead of do_bench
 NO_WARMUP_S = 5.0  # above this, time the single call without a warm-up call
 #: Shared by the parts run (the conv part alone took 216 s on an H100, fftconv-h100.json); a job that runs one
