@@ -52,7 +52,10 @@ declare -A JOBS=(
   # The fftconv knob sweep at 64K and at 1M (where rows of 512 leave one column per column program), one GPU each.
   [sweep_fftconv_64k]="python3 scripts/kernel_sweep.py fftconv --out $out/results/sweep_fftconv-64k.jsonl --best-out $out/results/fftconv_knobs-64k.json"
   [sweep_fftconv_1m]="python3 scripts/kernel_sweep.py fftconv --length 1048576 --out $out/results/sweep_fftconv-1m.jsonl --best-out $out/results/fftconv_knobs-1m.json"
-  [fft_tests]="$PYTEST -n 3 -v --timeout=\${TEST_TIMEOUT:-300} tests/kernels/test_fftconv.py"
+  # The 1M sweep split in two (rows of 512, rows of 2048), for a machine with a GPU to spare for each half.
+  [sweep_fftconv_1m_rows512]="python3 scripts/kernel_sweep.py fftconv --length 1048576 --candidates 0,1,3 --out $out/results/sweep_fftconv-1m-rows512.jsonl"
+  [sweep_fftconv_1m_rows2048]="python3 scripts/kernel_sweep.py fftconv --length 1048576 --candidates 4,5 --out $out/results/sweep_fftconv-1m-rows2048.jsonl"
+  [fft_tests]="$PYTEST -n 3 -v --timeout=\${TEST_TIMEOUT:-300} tests/kernels/test_fftconv.py tests/kernels/test_fftconv_dft.py"
   [bench_fftconv_blocks]="LONGSEQ_FFTCONV_PARTS=block LONGSEQ_FFTCONV_DEADLINE=\${FFTCONV_DEADLINE:-280} python3 -m benchmarks.run fftconv --out $out/results/fftconv_blocks"
   [bench_mamba_kernels]="LONGSEQ_MAMBA_PARTS=scan,conv,ssd python3 -m benchmarks.run mamba --out $out/results/mamba_kernels"
   [mamba_conv_models]="LONGSEQ_MAMBA_PARTS=conv,lm,packing python3 -m benchmarks.run mamba --out $out/results/mamba_models"

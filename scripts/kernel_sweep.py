@@ -227,9 +227,13 @@ FFTCONV_CANDIDATES = (
 )
 
 
-def sweep_fftconv(out: Any, best_out: str | None = None, length: int | None = None) -> None:
-    """Knob sweep at B=1, D=256 and L=64K or ``length`` (bf16 activations, fp32 filter); ``best_out``: write
-    the fastest fwd+bwd knobs whose output matches the default's as JSON (``benchmarks/fftconv.py``'s knob file)."""
+def sweep_fftconv(
+    out: Any, best_out: str | None = None, length: int | None = None, candidates: list[int] | None = None
+) -> None:
+    """Knob sweep at B=1, D=256 and L=64K or ``length`` (bf16 activations, fp32 filter) over
+    ``FFTCONV_CANDIDATES`` (or those at the indices ``candidates``, to split a sweep across GPUs); ``best_out``:
+    write the fastest fwd+bwd knobs whose output matches the default's as JSON (``benchmarks/fftconv.py``'s
+    knob file)."""
     from longseq.kernels.fftconv import fftconv
     from longseq.kernels.fftconv import triton as tr
 
@@ -261,7 +265,8 @@ def sweep_fftconv(out: Any, best_out: str | None = None, length: int | None = No
     ref_y, ref_g = fwd(), fwd_bwd()  # the default knobs; the first candidate (also profiled below) is the default
     best: tuple[float, dict[str, int]] | None = None
     tol = 0.02 * float(ref_g.float().abs().max())  # a candidate must compute what the default does
-    for row_max, row_warps, col_tile, col_warps in FFTCONV_CANDIDATES:
+    chosen = [FFTCONV_CANDIDATES[i] for i in candidates] if candidates else FFTCONV_CANDIDATES
+    for row_max, row_warps, col_tile, col_warps in chosen:
         warps = {**tr.ROW_WARPS, row_max: row_warps}
         knobs = {"ROW_MAX": row_max, "ROW_WARPS": row_warps, "COL_TILE": col_tile, "COL_WARPS": col_warps}
         with _patched(tr, ROW_MAX=row_max, ROW_WARPS=warps, COL_TILE=col_tile, COL_WARPS=col_warps):
@@ -297,11 +302,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--out", default=None, help="also append the JSON lines to this file")
     parser.add_argument("--best-out", default=None, help="fftconv: write the fastest correct knobs here (JSON)")
     parser.add_argument("--length", type=int, default=None, help="fftconv: sequence length (default 64K)")
+    parser.add_argument(
+        "--candidates", type=lambda v: [int(i) for i in v.split(",")], default=None,
+        help="fftconv: comma-separated indices into FFTCONV_CANDIDATES (default: all)",
+    )  # fmt: skip
     args = parser.parse_args(argv)
     out = open(args.out, "a") if args.out else None  # noqa: SIM115
     try:
         if args.what == "fftconv":
-            sweep_fftconv(out, args.best_out, args.length)
+            sweep_fftconv(out, args.best_out, args.length, args.candidates)
         else:
             {"scan": sweep_scan, "flash": sweep_flash, "fftconv_once": fftconv_once}[args.what](out)
     finally:

@@ -19,12 +19,13 @@ from triton.compiler import ASTSource  # noqa: E402
 
 @dataclass
 class Compiled:
-    """PTX and TTGIR text, registers per thread and spilled bytes per thread (from ``ptxas -v``)."""
+    """PTX and TTGIR text, the cubin, registers per thread and spilled bytes per thread (from ``ptxas -v``)."""
 
     ptx: str
     ttgir: str
     regs: int
     spill_bytes: int
+    cubin: bytes = b""
 
     def count(self, pattern: str) -> int:
         """Occurrences of a regular expression in the PTX (e.g. ``shfl\\.sync``, ``wgmma\\.mma_async``)."""
@@ -50,4 +51,4 @@ def compile_sm90(
         os.unlink(f.name)
     regs = int(re.findall(r"Used (\d+) registers", info)[0])
     spill = int(re.findall(r"(\d+) bytes spill stores", info)[0])
-    return Compiled(ptx, compiled.asm["ttgir"], regs, spill)
+    return Compiled(ptx, compiled.asm["ttgir"], regs, spill, compiled.asm.get("cubin", b""))

@@ -343,7 +343,7 @@ def _store_rows(
 
 @triton.jit
 def _col_forward_store(
-    xr, xi, BUF, base, c0, N, N2, CT,
+    xr, xi, BUF, base, c0, N, N2: tl.constexpr, CT,
     IN_ROWS: tl.constexpr, P1: tl.constexpr, P2: tl.constexpr, C: tl.constexpr, PREC: tl.constexpr,
 ):  # fmt: skip
     """Column pass body: ``xr + i xi`` given as ``(IN_ROWS, P2*C)`` tiles (sample ``N2*(P2*a + b) + c0 + c`` at
@@ -352,7 +352,7 @@ def _col_forward_store(
     j = tl.arange(0, P2 * C)[None, :]
     k1 = tl.arange(0, P1)[:, None] + P1 * (j // C)
     n2 = c0 + j % C
-    tr, ti = phase(n2, k1, N, -1)
+    tr, ti = phase(n2, k1, P1 * P2 * N2, -1)
     ar, ai = cmul(ar, ai, tr, ti)
     tl.store(BUF + base + k1 * N2 + n2, ar)
     tl.store(BUF + base + N + k1 * N2 + n2, ai)
@@ -360,7 +360,7 @@ def _col_forward_store(
 
 @triton.jit
 def _col_inverse(
-    BUF, base, c0, N, N2, CT,
+    BUF, base, c0, N, N2: tl.constexpr, CT,
     OUT_ROWS: tl.constexpr, P1: tl.constexpr, P2: tl.constexpr, C: tl.constexpr, PREC: tl.constexpr,
 ):  # fmt: skip
     """Inverse column pass body: load columns ``[c0, c0+C)`` of the ``(N1, N2)`` buffer, undo the twiddle,
@@ -370,7 +370,7 @@ def _col_inverse(
     n2 = c0 + j % C
     br = tl.load(BUF + base + k1 * N2 + n2)  # (P1, P2*C) [ka, (kb, c)]
     bi = tl.load(BUF + base + N + k1 * N2 + n2)
-    tr, ti = phase(n2, k1, N, 1)
+    tr, ti = phase(n2, k1, P1 * P2 * N2, 1)
     br, bi = cmul(br, bi, tr, ti)
     yr, yi = col_idft(br, bi, CT, OUT_ROWS, P1, P2, C, PREC)  # (OUT_ROWS, P2*C) [a, (b, c)]
     t = N2 * (P2 * tl.arange(0, OUT_ROWS)[:, None] + j // C) + n2
