@@ -422,8 +422,9 @@ def bench_model(quick: bool, budget: Budget) -> list[Record]:
 
 
 #: Optional JSON file of kernel knobs to run with (``{"ROW_MAX": 512, "ROW_WARPS": 4, "COL_TILE": 4096,
-#: "COL_WARPS": 4}``), e.g. the winner that ``scripts/kernel_sweep.py fftconv --best-out`` wrote in the same
-#: device job; the run records the knobs it used in ``extra["kernel_config"]``.
+#: "COL_WARPS": 4, "MIN_COLS": 0}``; ``MIN_COLS`` 0 turns off the long-sequence knobs), e.g. the winner that
+#: ``scripts/kernel_sweep.py fftconv --best-out`` wrote in the same device job; the run records the knobs it
+#: used in ``extra["kernel_config"]``.
 KNOBS_ENV = "LONGSEQ_FFTCONV_KNOBS"
 
 
@@ -435,7 +436,7 @@ def apply_knobs(path: str | None) -> dict[str, Any] | None:
 
     with open(path) as f:
         knobs = json.load(f)
-    unknown = set(knobs) - {"ROW_MAX", "ROW_WARPS", "COL_TILE", "COL_WARPS"}
+    unknown = set(knobs) - {"ROW_MAX", "ROW_WARPS", "COL_TILE", "COL_WARPS", "MIN_COLS"}
     if unknown:
         raise ValueError(f"{KNOBS_ENV} file {path} names unknown knobs {sorted(unknown)}")
     for name, value in knobs.items():
@@ -482,7 +483,8 @@ def run(quick: bool) -> tuple[list[Record], dict[str, Any]]:
         "model": next((r.extra | {"ms": r.ms} for r in records if r.extra.get("part") == "model"), None),
         "kernel_config": {
             k: getattr(fft_triton, k)
-            for k in ("ROW_MAX", "COL_TILE", "COL_SINGLE_MAX", "ROW_WARPS", "COL_WARPS", "NUM_STAGES")
+            for k in ("ROW_MAX", "COL_TILE", "COL_SINGLE_MAX", "ROW_WARPS", "COL_WARPS", "NUM_STAGES", "MIN_COLS")
+            + ("LONG_ROW_MAX", "LONG_COL_TILE", "LONG_COL_WARPS")
         }
         | {"precision": {"fp32 inputs": fft_triton.FP32_DOT_PRECISION, "16-bit": fft_triton.LOWP_DOT_PRECISION}}
         | {"knobs_from": "the same job's sweep" if knobs else "module defaults"},

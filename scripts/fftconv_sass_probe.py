@@ -97,10 +97,10 @@ def main() -> None:
     tile = plan.P1 * plan.P2 * plan.C
     col_fwd = dict(HAS_M=False, **tr._col_meta(plan, prec, False))
     col_fwd.pop("num_warps"), col_fwd.pop("num_stages")
-    probe("col_fwd", tr._col_fwd_kernel, ptrs, col_fwd, tr.COL_WARPS, tile // 32)
+    probe("col_fwd", tr._col_fwd_kernel, ptrs, col_fwd, plan.col_warps, tile // 32)
     col_inv = dict(HAS_PRE=False, HAS_GATE=False, HAS_SKIP=True, SAVE_Z=False, **tr._col_meta(plan, prec, True))
     col_inv.pop("num_warps"), col_inv.pop("num_stages")
-    probe("col_inv_fwd", tr._col_inv_fwd_kernel, ptrs, col_inv, tr.COL_WARPS, tile // 32)
+    probe("col_inv_fwd", tr._col_inv_fwd_kernel, ptrs, col_inv, plan.col_warps, tile // 32)
     row = dict(N2=plan.N2, PAIRED=True, **tr._row_meta(plan, prec))
     warps = row.pop("num_warps")
     row.pop("num_stages")

@@ -55,6 +55,10 @@ declare -A JOBS=(
   # The 1M sweep split in two (rows of 512, rows of 2048), for a machine with a GPU to spare for each half.
   [sweep_fftconv_1m_rows512]="python3 scripts/kernel_sweep.py fftconv --length 1048576 --candidates 0,1,3 --out $out/results/sweep_fftconv-1m-rows512.jsonl"
   [sweep_fftconv_1m_rows2048]="python3 scripts/kernel_sweep.py fftconv --length 1048576 --candidates 4,5 --out $out/results/sweep_fftconv-1m-rows2048.jsonl"
+  # The fftconv benchmark's conv and model parts at the module's knobs (the block part is bench_fftconv_blocks).
+  [bench_fftconv_conv]="LONGSEQ_FFTCONV_PARTS=conv,model LONGSEQ_FFTCONV_DEADLINE=\${FFTCONV_DEADLINE:-400} python3 -m benchmarks.run fftconv --out $out/results/fftconv_conv"
+  # Rows of 512 against the long-sequence rows of 2048 on both sides of MIN_COLS's switch (128K stays, 256K switches).
+  [sweep_fftconv_rowplan]="for L in 131072 262144; do python3 scripts/kernel_sweep.py fftconv --length \$L --candidates 0,5 --out $out/results/sweep_fftconv-rowplan.jsonl; done"
   [fft_tests]="$PYTEST -n 3 -v --timeout=\${TEST_TIMEOUT:-300} tests/kernels/test_fftconv.py tests/kernels/test_fftconv_dft.py"
   [bench_fftconv_blocks]="LONGSEQ_FFTCONV_PARTS=block LONGSEQ_FFTCONV_DEADLINE=\${FFTCONV_DEADLINE:-280} python3 -m benchmarks.run fftconv --out $out/results/fftconv_blocks"
   [bench_mamba_kernels]="LONGSEQ_MAMBA_PARTS=scan,conv,ssd python3 -m benchmarks.run mamba --out $out/results/mamba_kernels"

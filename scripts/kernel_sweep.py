@@ -268,8 +268,15 @@ def sweep_fftconv(
     chosen = [FFTCONV_CANDIDATES[i] for i in candidates] if candidates else FFTCONV_CANDIDATES
     for row_max, row_warps, col_tile, col_warps in chosen:
         warps = {**tr.ROW_WARPS, row_max: row_warps}
-        knobs = {"ROW_MAX": row_max, "ROW_WARPS": row_warps, "COL_TILE": col_tile, "COL_WARPS": col_warps}
-        with _patched(tr, ROW_MAX=row_max, ROW_WARPS=warps, COL_TILE=col_tile, COL_WARPS=col_warps):
+        # MIN_COLS 0: the candidate as given at every length (no switch to the long-sequence knobs).
+        knobs = {
+            "ROW_MAX": row_max,
+            "ROW_WARPS": row_warps,
+            "COL_TILE": col_tile,
+            "COL_WARPS": col_warps,
+            "MIN_COLS": 0,
+        }
+        with _patched(tr, ROW_MAX=row_max, ROW_WARPS=warps, COL_TILE=col_tile, COL_WARPS=col_warps, MIN_COLS=0):
             for pass_, fn, r in (("fwd", fwd, ref_y), ("fwd+bwd", fwd_bwd, ref_g)):
                 ms, err, fail = _run(fn, r)
                 _emit(out, sweep="fftconv", pass_=pass_, row_max=row_max, row_warps=row_warps, col_tile=col_tile,

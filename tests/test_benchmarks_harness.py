@@ -278,13 +278,14 @@ def test_fftconv_knobs_file(tmp_path, monkeypatch):
     from benchmarks.fftconv import apply_knobs
     from longseq.kernels.fftconv import triton as tr
 
-    for name in ("ROW_MAX", "ROW_WARPS", "COL_TILE", "COL_WARPS"):  # restored after the test
+    for name in ("ROW_MAX", "ROW_WARPS", "COL_TILE", "COL_WARPS", "MIN_COLS"):  # restored after the test
         monkeypatch.setattr(tr, name, getattr(tr, name))
     assert apply_knobs(None) is None
     path = tmp_path / "knobs.json"
-    path.write_text('{"ROW_MAX": 1024, "ROW_WARPS": 2, "COL_TILE": 8192, "COL_WARPS": 8}')
+    path.write_text('{"ROW_MAX": 1024, "ROW_WARPS": 2, "COL_TILE": 8192, "COL_WARPS": 8, "MIN_COLS": 0}')
     apply_knobs(str(path))
-    assert (tr.ROW_MAX, tr.ROW_WARPS[1024], tr.COL_TILE, tr.COL_WARPS) == (1024, 2, 8192, 8)
+    assert (tr.ROW_MAX, tr.ROW_WARPS[1024], tr.COL_TILE, tr.COL_WARPS, tr.MIN_COLS) == (1024, 2, 8192, 8, 0)
+    assert tr.make_plan(2**20).N2 == 1024  # MIN_COLS 0: the given rows at every length
     path.write_text('{"ROW_MAXX": 1024}')
     with pytest.raises(ValueError, match="unknown knobs"):
         apply_knobs(str(path))

@@ -52,7 +52,8 @@ between the column and row passes is computed in the kernel from an exact intege
 fp32 operands as ``dot_precision()`` says (``tf32x3`` unless every activation is bf16, then ``tf32``).
 
 Tuning knobs for the device (module constants): ``ROW_MAX``, ``COL_TILE``, ``COL_SINGLE_MAX``,
-``ROW_WARPS``, ``COL_WARPS``, ``NUM_STAGES``, ``FP32_DOT_PRECISION``, ``LOWP_DOT_PRECISION``.
+``ROW_WARPS``, ``COL_WARPS``, the long-sequence ``MIN_COLS``, ``LONG_ROW_MAX``, ``LONG_COL_TILE``,
+``LONG_COL_WARPS``, and ``NUM_STAGES``, ``FP32_DOT_PRECISION``, ``LOWP_DOT_PRECISION``.
 Not done yet, in order of expected gain: faster column passes (about two thirds of fwd+bwd at L=64K, each at
 0.6-0.8 TB/s and 12.5% occupancy with 207 registers at 4 warps, ``benchmarks/results/ncu_fftconv-h100.txt``;
 ptxas gives 137 registers for the same tile at 8 warps, and ``scripts/kernel_sweep.py fftconv`` sweeps
@@ -91,6 +92,16 @@ from longseq.kernels.fftconv.reference import fft_size
 ROW_MAX = 512
 #: Elements per column-pass tile (``N1 * C``).
 COL_TILE = 4096
+#: Long sequences: where rows of ``ROW_MAX`` leave fewer than ``MIN_COLS`` adjacent columns per column-pass
+#: program (each load and store then a short piece at a stride of a row), rows of ``LONG_ROW_MAX`` with column
+#: tiles of ``LONG_COL_TILE`` at ``LONG_COL_WARPS`` warps. H200 sweep at B=1, D=256, bf16 (``sweep_fftconv-h200-
+#: rowplan.jsonl``): at L=1M rows of 512 leave C = 1 and take 89 ms fwd+bwd, rows of 2048 with tiles of 8192
+#: at 8 warps (C = 8) 65 ms; at L=64K (C = 16) rows of 512 stay faster, 2.20 ms against 2.36-2.67.
+#: ptxas (sm_90): tiles of 8192 at 8 warps use 190-210 registers with no spills, 16384 spill at 8 or 16 warps.
+MIN_COLS = 8
+LONG_ROW_MAX = 2048
+LONG_COL_TILE = 8192
+LONG_COL_WARPS = 8
 #: Largest column DFT done as one matmul; longer columns use two levels.
 COL_SINGLE_MAX = 128
 #: Warps of the row (and fused) kernels by row length, and of the column kernels.
@@ -118,7 +129,8 @@ MAX_LEN = 2**23
 
 @dataclass(frozen=True)
 class Plan:
-    """How a length-``L`` convolution is transformed: ``N = N1 * N2``, rows ``R1 x R2``, columns ``P1 x P2``."""
+    """How a length-``L`` convolution is transformed: ``N = N1 * N2``, rows ``R1 x R2``, columns ``P1 x P2``, ``C``
+    adjacent columns per column-pass program, run at ``col_warps`` warps."""
 
     L: int
     N: int
@@ -129,6 +141,7 @@ class Plan:
     P1: int
     P2: int
     C: int
+    col_warps: int
 
     @property
     def fused(self) -> bool:
@@ -143,13 +156,23 @@ def _split(n: int) -> tuple[int, int]:
 
 
 def make_plan(L: int) -> Plan:
-    """The transform sizes for length ``L`` (reads ``ROW_MAX``, ``COL_TILE`` and ``COL_SINGLE_MAX``)."""
+    """The transform sizes for length ``L``: rows of ``ROW_MAX`` and column tiles of ``COL_TILE``, or the long-
+    sequence knobs (``LONG_ROW_MAX``, ``LONG_COL_TILE``, ``LONG_COL_WARPS``) where those leave fewer than
+    ``MIN_COLS`` adjacent columns per column-pass program (reads the module constants at call time)."""
     if L > MAX_LEN:
         raise ValueError(f"sequence length {L} exceeds the fftconv kernels' maximum {MAX_LEN}")
+    plan = _plan(L, ROW_MAX, COL_TILE, COL_WARPS)
+    if not plan.fused and plan.C < MIN_COLS and LONG_ROW_MAX > ROW_MAX:
+        plan = _plan(L, LONG_ROW_MAX, LONG_COL_TILE, LONG_COL_WARPS)
+    return plan
+
+
+def _plan(L: int, row_max: int, col_tile: int, col_warps: int) -> Plan:
+    """:func:`make_plan` for given rows and column tiles (reads ``COL_SINGLE_MAX`` and ``MIN_DFT``)."""
     row_min = MIN_DFT * MIN_DFT  # a row is at least a 16 x 16 tile
     N = max(fft_size(L), row_min)
-    single_row_max = max(ROW_MAX, row_min * MIN_DFT // 2)  # three passes need N1 >= 16 rows of >= 256
-    N2 = N if single_row_max >= N else min(max(ROW_MAX, row_min), N // MIN_DFT)
+    single_row_max = max(row_max, row_min * MIN_DFT // 2)  # three passes need N1 >= 16 rows of >= 256
+    N2 = N if single_row_max >= N else min(max(row_max, row_min), N // MIN_DFT)
     N1 = N // N2
     R1, R2 = _split(N2)
     if N1 == 1:
@@ -158,9 +181,9 @@ def make_plan(L: int) -> Plan:
         P1, P2 = N1, 1
     else:
         P2, P1 = _split(N1)
-    C = max(1, min(N2, COL_TILE // N1))
+    C = max(1, min(N2, col_tile // N1))
     assert R1 >= MIN_DFT and (N1 == 1 or min(P1, P2 if P2 > 1 else P1) >= MIN_DFT), (L, N1, N2)
-    return Plan(L=L, N=N, N1=N1, N2=N2, R1=R1, R2=R2, P1=P1, P2=P2, C=C)
+    return Plan(L=L, N=N, N1=N1, N2=N2, R1=R1, R2=R2, P1=P1, P2=P2, C=C, col_warps=col_warps)
 
 
 def dot_precision(*dtypes: torch.dtype) -> str:
@@ -642,7 +665,7 @@ def _fused_meta(plan: Plan, prec: str) -> dict:
 
 def _col_meta(plan: Plan, prec: str, inverse: bool) -> dict:
     meta = {"N2": plan.N2, "P1": plan.P1, "P2": plan.P2, "C": plan.C, "PREC": prec}
-    meta.update(num_warps=COL_WARPS, num_stages=NUM_STAGES)
+    meta.update(num_warps=plan.col_warps, num_stages=NUM_STAGES)
     meta["OUT_ROWS" if inverse else "IN_ROWS"] = plan.P1 // 2 if inverse else _half(plan.P1)
     return meta
 

@@ -38,11 +38,12 @@ def three_pass(monkeypatch):
     it runs them with 2-point DFTs to keep the CPU time down. On the GPU the real minimum (16) stays.
     """
     if interpreting():
-        for name, value in (("MIN_DFT", 2), ("ROW_MAX", 64), ("COL_SINGLE_MAX", 2), ("COL_TILE", 512)):
+        for name, value in (("MIN_DFT", 2), ("ROW_MAX", 64), ("COL_SINGLE_MAX", 2), ("COL_TILE", 512), ("MIN_COLS", 0)):
             monkeypatch.setattr(tri, name, value)
     else:
         monkeypatch.setattr(tri, "ROW_MAX", 256)
         monkeypatch.setattr(tri, "COL_SINGLE_MAX", 16)
+        monkeypatch.setattr(tri, "MIN_COLS", 0)
 
 
 def _inputs(B, D, L, Lh, dtype, device, features=GRADS, h_dtype=None):
@@ -157,6 +158,32 @@ def test_fftconv_plan(L):
     if not p.fused:
         assert p.N1 >= tri.MIN_DFT and p.P1 * p.P2 == p.N1 and p.N2 % p.C == 0
         assert p.P2 == 1 or min(p.P1, p.P2) >= tri.MIN_DFT
+
+
+@pytest.mark.parametrize(
+    ("L", "rows", "cols", "warps"), [(2**16, 512, 16, 4), (2**17, 512, 8, 4), (2**18, 2048, 32, 8), (2**20, 2048, 8, 8)]
+)
+def test_fftconv_plan_long_sequences(L, rows, cols, warps):
+    """Where rows of ROW_MAX would leave fewer than MIN_COLS adjacent columns per column program, the plan
+    takes the long-sequence rows, column tiles and warps."""
+    p = tri.make_plan(L)
+    assert (p.N2, p.C, p.col_warps) == (rows, cols, warps)
+
+
+@pytest.mark.parametrize("L", [37, 200])
+def test_fftconv_long_sequence_plan_matches_reference(L, device, monkeypatch):
+    """The long-sequence knobs give the same convolution (shrunk so a short L takes them, interpreter sizes
+    on CPU): outputs and every gradient against the reference."""
+    small = {"MIN_DFT": 2, "ROW_MAX": 16, "COL_SINGLE_MAX": 2, "COL_TILE": 32, "MIN_COLS": 8}
+    if not interpreting():
+        small = {"ROW_MAX": 256, "COL_SINGLE_MAX": 16, "COL_TILE": 2048, "MIN_COLS": 16}
+    for name, value in {**small, "LONG_ROW_MAX": 4 * small["ROW_MAX"], "LONG_COL_TILE": 2 * small["COL_TILE"]}.items():
+        monkeypatch.setattr(tri, name, value)
+    if not interpreting():
+        L = 70001 + L
+    assert tri.make_plan(L).N2 == tri.LONG_ROW_MAX
+    t, dy = _inputs(2, 3, L, L, torch.float32, device)
+    _check(t, dy, torch.float32)
 
 
 def test_fftconv_plan_rejects_too_long():
