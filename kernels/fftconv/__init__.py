@@ -10,7 +10,9 @@ channel's signal is then contiguous and the transforms read and write it in long
 shape ``(D, T)`` with ``cu_seqlens`` int32 ``[N+1]``.
 
 CUDA tensors (and every tensor under ``TRITON_INTERPRET=1``) run the Triton kernels; other CPU tensors
-run :func:`fftconv_torch` (``torch.fft``), so layers built on this work everywhere. The ops are
+run :func:`fftconv_torch` (``torch.fft``), so layers built on this work everywhere. fp32 activations on CUDA
+also run :func:`fftconv_torch` while :data:`FP32_USES_TORCH_FFT` is set (the default): the kernels'
+fp32 path needs three tensor-core products per DFT matmul (``tf32x3``) and is slower than cuFFT. The ops are
 registered as ``longseq::fftconv_fwd`` / ``longseq::fftconv_bwd`` with fake implementations, so
 ``torch.compile(fullgraph=True)`` sees one opaque node.
 
@@ -44,6 +46,12 @@ __all__ = [
     "fftconv_torch",
 ]
 
+
+#: fp32 activations on CUDA run :func:`fftconv_torch` (cuFFT). The kernels' fp32 path (``tf32x3``) measured
+#: 0.62x torch.fft at L=16K, 1.0x at 64K and 0.29-0.33x at 256K-1M, D=256 and 864, on an H200 (the
+#: ``longseq_kernels`` rows of ``benchmarks/results/fftconv-h200.json``); bf16 and fp16 run the kernels.
+#: False: the kernels for every dtype (the tests set it to check their fp32 path).
+FP32_USES_TORCH_FFT = True
 
 # --------------------------------------------------------------------------------------------
 # custom ops
@@ -196,7 +204,7 @@ def _fftconv_batched(
     L = x.shape[-1]
     if h.shape[-1] > L:  # taps past L reach no output; their gradient is zero
         h = h[:, :L]
-    if not use_triton(x):
+    if not use_triton(x) or (x.is_cuda and x.dtype == torch.float32 and FP32_USES_TORCH_FFT):
         return fftconv_torch(x, h, D, gate, pre_gate)
     save_z = gate is not None and gate.requires_grad and torch.is_grad_enabled()
     contiguous = (None if t is None else t.contiguous() for t in (x, h, D, pre_gate, gate))

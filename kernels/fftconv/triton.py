@@ -98,7 +98,10 @@ COL_TILE = 4096
 #: rowplan.jsonl``): at L=1M rows of 512 leave C = 1 and take 89 ms fwd+bwd, rows of 2048 with tiles of 8192
 #: at 8 warps (C = 8) 65 ms; at L=64K (C = 16) rows of 512 stay faster, 2.20 ms against 2.36-2.67.
 #: ptxas (sm_90): tiles of 8192 at 8 warps use 190-210 registers with no spills, 16384 spill at 8 or 16 warps.
+#: Only for ``tl.dot`` precisions in ``LONG_PRECISIONS``: with ``tf32x3`` (fp32 and fp16 activations) the row
+#: kernel at rows of 2048 spills 4 KB a thread (ptxas, sm_90), against none at rows of 512.
 MIN_COLS = 8
+LONG_PRECISIONS = ("tf32",)
 LONG_ROW_MAX = 2048
 LONG_COL_TILE = 8192
 LONG_COL_WARPS = 8
@@ -155,14 +158,15 @@ def _split(n: int) -> tuple[int, int]:
     return 1 << (k // 2), 1 << (k - k // 2)
 
 
-def make_plan(L: int) -> Plan:
-    """The transform sizes for length ``L``: rows of ``ROW_MAX`` and column tiles of ``COL_TILE``, or the long-
-    sequence knobs (``LONG_ROW_MAX``, ``LONG_COL_TILE``, ``LONG_COL_WARPS``) where those leave fewer than
-    ``MIN_COLS`` adjacent columns per column-pass program (reads the module constants at call time)."""
+def make_plan(L: int, prec: str = "tf32") -> Plan:
+    """The transform sizes for length ``L`` and ``tl.dot`` precision ``prec``: rows of ``ROW_MAX`` and column
+    tiles of ``COL_TILE``, or the long-sequence knobs (``LONG_ROW_MAX``, ``LONG_COL_TILE``, ``LONG_COL_WARPS``)
+    where those leave fewer than ``MIN_COLS`` adjacent columns per column-pass program and ``prec`` is in
+    ``LONG_PRECISIONS`` (reads the module constants at call time)."""
     if L > MAX_LEN:
         raise ValueError(f"sequence length {L} exceeds the fftconv kernels' maximum {MAX_LEN}")
     plan = _plan(L, ROW_MAX, COL_TILE, COL_WARPS)
-    if not plan.fused and plan.C < MIN_COLS and LONG_ROW_MAX > ROW_MAX:
+    if not plan.fused and plan.C < MIN_COLS and LONG_ROW_MAX > ROW_MAX and prec in LONG_PRECISIONS:
         plan = _plan(L, LONG_ROW_MAX, LONG_COL_TILE, LONG_COL_WARPS)
     return plan
 
@@ -698,8 +702,8 @@ def fftconv_fwd(
     z = torch.empty_like(x) if save_z else x.new_empty(0)
     if B == 0 or L == 0 or D == 0:
         return y, z
-    plan = make_plan(L)
     prec = dot_precision(*(t.dtype for t in (x, pre, gate) if t is not None))
+    plan = make_plan(L, prec)
     P = triton.cdiv(D, 2)
     rt = dft_tables(plan.R1, plan.R2, x.device)
     flags = {"HAS_PRE": pre is not None, "HAS_GATE": gate is not None, "HAS_SKIP": skip is not None}
@@ -748,8 +752,8 @@ def fftconv_bwd(
     if B == 0 or L == 0 or D == 0:
         dskip = torch.zeros_like(skip) if skip is not None else None
         return dx, torch.zeros_like(h), dskip, dpre, dgate
-    plan = make_plan(L)
     prec = dot_precision(*(t.dtype for t in (dy, x, pre, gate) if t is not None))
+    plan = make_plan(L, prec)
     P = triton.cdiv(D, 2)
     rt = dft_tables(plan.R1, plan.R2, x.device)
     flags = {"HAS_PRE": pre is not None, "HAS_GATE": gate is not None, "HAS_SKIP": skip is not None}

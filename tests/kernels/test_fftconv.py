@@ -9,6 +9,7 @@ from functools import partial
 import pytest
 import torch
 
+import longseq.kernels.fftconv as fftconv_mod
 from longseq.kernels._common import interpreting
 from longseq.kernels.fftconv import fftconv, fftconv_packed_ref, fftconv_ref
 from longseq.kernels.fftconv import triton as tri
@@ -28,6 +29,12 @@ THREE_PASS_CASES = (
 # interpreter so that path (and its fp32 torch.fft error bound) is exercised on CPU too.
 DIRECT_MAX_L = 200 if interpreting() else 4096
 GRADS = ("x", "h", "D", "gate", "pre_gate")
+
+
+@pytest.fixture(autouse=True)
+def _fp32_runs_the_kernels(monkeypatch):
+    """These tests check the kernels in every dtype, fp32 included (which on CUDA runs torch.fft by default)."""
+    monkeypatch.setattr(fftconv_mod, "FP32_USES_TORCH_FFT", False)
 
 
 @pytest.fixture
@@ -161,19 +168,26 @@ def test_fftconv_plan(L):
 
 
 @pytest.mark.parametrize(
-    ("L", "rows", "cols", "warps"), [(2**16, 512, 16, 4), (2**17, 512, 8, 4), (2**18, 2048, 32, 8), (2**20, 2048, 8, 8)]
+    ("L", "prec", "rows", "cols", "warps"),
+    [
+        (2**16, "tf32", 512, 16, 4),
+        (2**17, "tf32", 512, 8, 4),
+        (2**18, "tf32", 2048, 32, 8),
+        (2**20, "tf32", 2048, 8, 8),
+        (2**20, "tf32x3", 512, 1, 4),
+    ],
 )
-def test_fftconv_plan_long_sequences(L, rows, cols, warps):
+def test_fftconv_plan_long_sequences(L, prec, rows, cols, warps):
     """Where rows of ROW_MAX would leave fewer than MIN_COLS adjacent columns per column program, the plan
-    takes the long-sequence rows, column tiles and warps."""
-    p = tri.make_plan(L)
+    takes the long-sequence rows, column tiles and warps; not with tf32x3 (fp32, fp16), whose long rows spill."""
+    p = tri.make_plan(L, prec)
     assert (p.N2, p.C, p.col_warps) == (rows, cols, warps)
 
 
 @pytest.mark.parametrize("L", [37, 200])
 def test_fftconv_long_sequence_plan_matches_reference(L, device, monkeypatch):
     """The long-sequence knobs give the same convolution (shrunk so a short L takes them, interpreter sizes
-    on CPU): outputs and every gradient against the reference."""
+    on CPU): outputs and every gradient of bf16 inputs (the precision that takes them) against the reference."""
     small = {"MIN_DFT": 2, "ROW_MAX": 16, "COL_SINGLE_MAX": 2, "COL_TILE": 32, "MIN_COLS": 8}
     if not interpreting():
         small = {"ROW_MAX": 256, "COL_SINGLE_MAX": 16, "COL_TILE": 2048, "MIN_COLS": 16}
@@ -181,9 +195,9 @@ def test_fftconv_long_sequence_plan_matches_reference(L, device, monkeypatch):
         monkeypatch.setattr(tri, name, value)
     if not interpreting():
         L = 70001 + L
-    assert tri.make_plan(L).N2 == tri.LONG_ROW_MAX
-    t, dy = _inputs(2, 3, L, L, torch.float32, device)
-    _check(t, dy, torch.float32)
+    assert tri.make_plan(L, tri.dot_precision(torch.bfloat16)).N2 == tri.LONG_ROW_MAX
+    t, dy = _inputs(2, 3, L, L, torch.bfloat16, device)
+    _check(t, dy, torch.bfloat16)
 
 
 def test_fftconv_plan_rejects_too_long():
@@ -299,6 +313,20 @@ def test_fftconv_runs_the_triton_path(device, monkeypatch):
     monkeypatch.setattr(mod, "fftconv_torch", _fail)
     y = fftconv(torch.randn(1, 2, 9, device=device), torch.randn(2, 9, device=device))
     assert y.shape == (1, 2, 9) and not y.isnan().any()
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize(("dtype", "kernels"), [(torch.float32, False), (torch.bfloat16, True), (torch.float16, True)])
+def test_fftconv_fp32_on_cuda_runs_torch_fft(dtype, kernels, monkeypatch):
+    """With ``FP32_USES_TORCH_FFT`` (the default), fp32 activations on CUDA take the torch.fft path, and
+    16-bit ones the kernels; the result matches the reference either way."""
+    monkeypatch.setattr(fftconv_mod, "FP32_USES_TORCH_FFT", True)
+    calls = []
+    real = fftconv_mod.fftconv_torch
+    monkeypatch.setattr(fftconv_mod, "fftconv_torch", lambda *a, **k: calls.append(1) or real(*a, **k))
+    t, dy = _inputs(2, 3, 300, 300, dtype, "cuda")
+    _check(t, dy, dtype)
+    assert bool(calls) != kernels
 
 
 def test_fftconv_cpu_without_interpreter_uses_torch_fft(monkeypatch):
