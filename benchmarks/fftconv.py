@@ -50,7 +50,7 @@ DEVICE = "cuda"
 OURS, TORCH_FFT, SDPA, FLASH = "longseq", "torch_fft", "sdpa_flash", "longseq_flash_attn"
 #: fp32 only: the Triton kernels with ``FP32_USES_TORCH_FFT`` off (``longseq`` itself then runs torch.fft).
 KERNELS = "longseq_kernels"
-BASELINES = [TORCH_FFT, SDPA, FLASH]
+BASELINES = [TORCH_FFT, KERNELS, SDPA, FLASH]
 PASSES = ("fwd", "fwd+bwd")
 CONV_LENGTHS, QUICK_CONV_LENGTHS = (16384, 65536, 262144, 1048576), (65536,)
 CONV_CHANNELS, QUICK_CONV_CHANNELS = (256, 864), (256,)

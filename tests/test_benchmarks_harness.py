@@ -289,3 +289,22 @@ def test_fftconv_knobs_file(tmp_path, monkeypatch):
     path.write_text('{"ROW_MAXX": 1024}')
     with pytest.raises(ValueError, match="unknown knobs"):
         apply_knobs(str(path))
+
+
+def test_render_rewrites_ratios_with_other_baselines(tmp_path):
+    """benchmarks.render recomputes ratios, markdown and chart from the records with a new baseline list;
+    the times stay as recorded, and a baseline without records is refused."""
+    from benchmarks.render import rerender
+
+    path = _write(tmp_path)
+    before = json.loads(path.read_text())
+    rerender(path, ["torch_compiled"])
+    after = json.loads(path.read_text())
+    assert after["records"] == before["records"]
+    assert after["baselines"] == ["torch_compiled"]
+    assert {r["baseline"] for r in after["ratios"]} == {"torch_compiled"}
+    md = path.with_suffix(".md").read_text()
+    assert "vs torch_compiled" in md and "vs torch_eager" not in md
+    assert path.with_suffix(".png").exists()
+    with pytest.raises(ValueError, match=r"baselines \['nope'\] have no records"):
+        rerender(path, ["nope"])

@@ -54,14 +54,20 @@ fp32 operands as ``dot_precision()`` says (``tf32x3`` unless every activation is
 Tuning knobs for the device (module constants): ``ROW_MAX``, ``COL_TILE``, ``COL_SINGLE_MAX``,
 ``ROW_WARPS``, ``COL_WARPS``, the long-sequence ``MIN_COLS``, ``LONG_ROW_MAX``, ``LONG_COL_TILE``,
 ``LONG_COL_WARPS``, and ``NUM_STAGES``, ``FP32_DOT_PRECISION``, ``LOWP_DOT_PRECISION``.
-Not done yet, in order of expected gain: faster column passes (about two thirds of fwd+bwd at L=64K, each at
-0.6-0.8 TB/s and 12.5% occupancy with 207 registers at 4 warps, ``benchmarks/results/ncu_fftconv-h100.txt``;
-ptxas gives 137 registers for the same tile at 8 warps, and ``scripts/kernel_sweep.py fftconv`` sweeps
-``COL_TILE`` / ``COL_WARPS``), keep the filter's spectrum across forward and backward
-(it is recomputed in both), overlap-free in-place row passes (one buffer less), radix-16 three-level
-row DFTs (fewer flops than two 32/64-point levels), and a per-precision ``ROW_MAX`` (fp32 / ``tf32x3``
-spills more). Rows of 2048 use all 255 registers at 8 warps (one program per SM); rows of 512 at 4 warps
-use 166-212 with no spills (ptxas, sm_90, tf32), and their kernels still run ``mma.sync``, not wgmma.
+Where the time goes (ncu, H200, B=1, D=256, L=64K, bf16, ``benchmarks/results/ncu_fftconv-h200.txt``): the
+five column passes of a fwd+bwd take 125-145 us each at 1.1-1.4 TB/s and 12% occupancy (193 registers at 4
+warps; 8 warps and other tiles were slower in ``sweep_fftconv-h200-rowplan.jsonl``), the paired row passes
+335 us (forward) and 646 us (backward). The twiddles come from an exact integer reduction and short
+polynomials (:func:`~longseq.kernels.fftconv.dft.phase`), not libdevice ``cos``/``sin``, which took about two
+thirds of the column kernel's instructions. At L=1M the column programs hold 8 columns of rows of 2048 and
+their 32-byte pieces at a stride of a row keep them far from the bandwidth: the kernel is 0.92-0.96x
+``torch.fft`` there.
+Not done yet, in order of expected gain: a third level for L >= 1M (column programs of 32 or more adjacent
+columns), fewer registers in the column passes (more programs in flight), keep the filter's spectrum across
+forward and backward (it is recomputed in both), overlap-free in-place row passes (one buffer less),
+radix-16 three-level row DFTs (fewer flops than two 32/64-point levels). Rows of 2048 use all 255 registers
+at 8 warps (one program per SM) and spill 112 bytes with tf32 and 4 KB with ``tf32x3``; rows of 512 at 4
+warps use 166 with no spills (ptxas, sm_90, tf32); the kernels run ``mma.sync``, not wgmma.
 """
 
 from __future__ import annotations
