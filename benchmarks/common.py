@@ -510,7 +510,8 @@ def plot_results(json_path: str | os.PathLike[str]) -> Path:
     axes = fig.subplots(2 * max(len(passes), 1), 1, squeeze=False)
     for col, pass_ in enumerate(passes):
         cases = [k for k in all_cases if k[2] == pass_]
-        labels = [shape_label(all_cases[k], sep="\n") for k in cases]
+        several_dtypes = len({k[1] for k in cases}) > 1  # then the dtype tells cases of one shape apart
+        labels = [shape_label(all_cases[k], sep="\n") + (f"\n{k[1]}" if several_dtypes else "") for k in cases]
         top, bottom = axes[2 * col][0], axes[2 * col + 1][0]
         ratios = {f"vs {b}": [ratio_index.get((b, *k)) for k in cases] for b in baselines}
         _grouped_bars(top, labels, ratios, [colors[b] for b in baselines], "%.2f")
