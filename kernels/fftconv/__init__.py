@@ -48,8 +48,8 @@ __all__ = [
 
 
 #: fp32 activations on CUDA run :func:`fftconv_torch` (cuFFT). The kernels' fp32 path (``tf32x3``) measured
-#: 0.62x torch.fft at L=16K, 1.0x at 64K and 0.29-0.33x at 256K-1M, D=256 and 864, on an H200 (the
-#: ``longseq_kernels`` rows of ``benchmarks/results/fftconv-h200.json``); bf16 and fp16 run the kernels.
+#: 0.57-0.87x torch.fft at L=16K, 0.98-1.01x at 64K, 0.69x at 256K and 0.32-0.34x at 1M, D=256 and 864, on an
+#: H200 (the ``longseq_kernels`` rows of ``benchmarks/results/fftconv-h200.json``); bf16 and fp16 run the kernels.
 #: False: the kernels for every dtype (the tests set it to check their fp32 path).
 FP32_USES_TORCH_FFT = True
 
