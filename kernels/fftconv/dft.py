@@ -29,7 +29,7 @@ def phase(a, b, N: tl.constexpr, SIGN: tl.constexpr):
     The angle is reduced exactly in integers: ``a*b mod N = q N/4 + f`` with ``|f| <= N/8``, so the
     polynomials see ``|x| = 2 pi |f| / N <= pi/4`` and the quarter turn ``q`` is a swap and a sign. In place of
     ``tl.cos`` / ``tl.sin`` (libdevice, with its range reduction and slow path) this shrinks the column
-    kernel from 7,320 to 2,568 SASS instructions (sm_90, L=64K, ``scripts/fftconv_sass_probe.py``); the error
+    kernel from 7,320 to 2,536 SASS instructions (sm_90, L=64K, ``scripts/fftconv_sass_probe.py``); the error
     is that of one fp32 rounding of ``x`` and of the Horner steps, like libdevice's (``test_fftconv_dft.py``)."""
     QUARTER: tl.constexpr = N // 4
     m = (a * b) & (N - 1)

@@ -376,16 +376,17 @@ def _store_rows(
 
 @triton.jit
 def _col_forward_store(
-    xr, xi, BUF, base, c0, N, N2: tl.constexpr, CT,
+    xr, xi, BUF, base, c0, N2: tl.constexpr, CT,
     IN_ROWS: tl.constexpr, P1: tl.constexpr, P2: tl.constexpr, C: tl.constexpr, PREC: tl.constexpr,
 ):  # fmt: skip
     """Column pass body: ``xr + i xi`` given as ``(IN_ROWS, P2*C)`` tiles (sample ``N2*(P2*a + b) + c0 + c`` at
     ``[a, b*C + c]``), DFT down the columns, twiddle ``w_N^(n2 k1)``, store row ``k1`` of the ``(N1, N2)`` buffer."""
     ar, ai = col_dft(xr, xi, CT, IN_ROWS, P1, P2, C, PREC)  # (P1, P2*C) [ka, (kb, c)]
+    N: tl.constexpr = P1 * P2 * N2
     j = tl.arange(0, P2 * C)[None, :]
     k1 = tl.arange(0, P1)[:, None] + P1 * (j // C)
     n2 = c0 + j % C
-    tr, ti = phase(n2, k1, P1 * P2 * N2, -1)
+    tr, ti = phase(n2, k1, N, -1)
     ar, ai = cmul(ar, ai, tr, ti)
     tl.store(BUF + base + k1 * N2 + n2, ar)
     tl.store(BUF + base + N + k1 * N2 + n2, ai)
@@ -393,17 +394,18 @@ def _col_forward_store(
 
 @triton.jit
 def _col_inverse(
-    BUF, base, c0, N, N2: tl.constexpr, CT,
+    BUF, base, c0, N2: tl.constexpr, CT,
     OUT_ROWS: tl.constexpr, P1: tl.constexpr, P2: tl.constexpr, C: tl.constexpr, PREC: tl.constexpr,
 ):  # fmt: skip
     """Inverse column pass body: load columns ``[c0, c0+C)`` of the ``(N1, N2)`` buffer, undo the twiddle,
     inverse DFT down the columns. Returns ``(re, im, t)`` as ``(OUT_ROWS, P2*C)`` tiles, ``t`` the sample index."""
+    N: tl.constexpr = P1 * P2 * N2
     j = tl.arange(0, P2 * C)[None, :]
     k1 = tl.arange(0, P1)[:, None] + P1 * (j // C)
     n2 = c0 + j % C
     br = tl.load(BUF + base + k1 * N2 + n2)  # (P1, P2*C) [ka, (kb, c)]
     bi = tl.load(BUF + base + N + k1 * N2 + n2)
-    tr, ti = phase(n2, k1, P1 * P2 * N2, 1)
+    tr, ti = phase(n2, k1, N, 1)
     br, bi = cmul(br, bi, tr, ti)
     yr, yi = col_idft(br, bi, CT, OUT_ROWS, P1, P2, C, PREC)  # (OUT_ROWS, P2*C) [a, (b, c)]
     t = N2 * (P2 * tl.arange(0, OUT_ROWS)[:, None] + j // C) + n2
@@ -520,7 +522,7 @@ def _col_fwd_kernel(
     s1 = _load_signal(S, M, row1, t, t < L_SIG, HAS_M)
     s2 = _load_signal(S, M, row1 + L_SIG, t, (t < L_SIG) & has2, HAS_M)
     base = (b * P + pair).to(tl.int64) * 2 * N
-    _col_forward_store(s1, s2, BUF, base, c0, N, N2, CT, IN_ROWS, P1, P2, C, PREC)
+    _col_forward_store(s1, s2, BUF, base, c0, N2, CT, IN_ROWS, P1, P2, C, PREC)
 
 
 @triton.jit
@@ -583,7 +585,7 @@ def _col_inv_fwd_kernel(
     pair = tl.program_id(1)
     d = 2 * pair
     has2 = d + 1 < D
-    cr, ci, t = _col_inverse(BUF, (b * P + pair).to(tl.int64) * 2 * N, c0, N, N2, CT, OUT_ROWS, P1, P2, C, PREC)
+    cr, ci, t = _col_inverse(BUF, (b * P + pair).to(tl.int64) * 2 * N, c0, N2, CT, OUT_ROWS, P1, P2, C, PREC)
     skip1, skip2 = _load_skip(SKIP, d, d + 1, has2, HAS_SKIP)
     row1 = (b * D + d).to(tl.int64) * L
     m = t < L
@@ -604,7 +606,7 @@ def _col_inv_bwd_kernel(
     d = 2 * pair
     d2 = d + 1
     has2 = d2 < D
-    cr, ci, t = _col_inverse(BUF, (b * P + pair).to(tl.int64) * 2 * N, pid_c * C, N, N2, CT, OUT_ROWS, P1, P2, C, PREC)
+    cr, ci, t = _col_inverse(BUF, (b * P + pair).to(tl.int64) * 2 * N, pid_c * C, N2, CT, OUT_ROWS, P1, P2, C, PREC)
     skip1, skip2 = _load_skip(SKIP, d, d2, has2, HAS_SKIP)
     row1 = (b * D + d).to(tl.int64) * L
     m = t < L
@@ -629,7 +631,7 @@ def _col_inv_dh_kernel(
     pair = tl.program_id(1)
     d = 2 * pair
     has2 = d + 1 < D
-    dr, di, t = _col_inverse(BUF, pair.to(tl.int64) * 2 * N, tl.program_id(0) * C, N, N2, CT, OUT_ROWS, P1, P2, C, PREC)
+    dr, di, t = _col_inverse(BUF, pair.to(tl.int64) * 2 * N, tl.program_id(0) * C, N2, CT, OUT_ROWS, P1, P2, C, PREC)
     row1 = d.to(tl.int64) * LH
     m = t < LH
     tl.store(DH + row1 + t, dr.to(DH.dtype.element_ty), mask=m)
