@@ -428,9 +428,7 @@ def write_results(
     (:meth:`Record.to_dict`), ratios (:func:`compute_ratios`) and summary (:func:`summarize_ratios`).
     ``device`` overrides :func:`device_info` (for tests); ``out_dir`` as in :func:`resolve_out_dir`.
     """
-    records = list(records)
     device = device_info() if device is None else device
-    ratios = compute_ratios(records, baselines=baselines, ours=ours)
     payload = {
         "topic": topic,
         "ours": ours,
@@ -438,18 +436,25 @@ def write_results(
         "device": device,
         "extra": dict(extra or {}),
         "records": [r.to_dict() for r in records],
-        "ratios": ratios,
-        "summary": summarize_ratios(ratios),
     }
     out = resolve_out_dir(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{topic}-{device.get('slug') or device_slug(device.get('gpu_name'))}"
     json_path = out / f"{stem}.json"
+    print(write_payload(payload, json_path))
+    return json_path
+
+
+def write_payload(payload: dict[str, Any], json_path: Path) -> str:
+    """Set ``payload``'s ratios (:func:`compute_ratios`) and summary from its records, baselines and ours;
+    write it to ``json_path`` and its markdown beside it as ``.md``; return the markdown."""
+    records = [Record.from_dict(d) for d in payload["records"]]
+    payload["ratios"] = compute_ratios(records, baselines=payload["baselines"], ours=payload["ours"])
+    payload["summary"] = summarize_ratios(payload["ratios"])
     json_path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
     markdown = render_markdown(payload)
     json_path.with_suffix(".md").write_text(markdown)
-    print(markdown)
-    return json_path
+    return markdown
 
 
 # --------------------------------------------------------------------------------------------

@@ -11,7 +11,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from benchmarks.common import Record, compute_ratios, plot_results, render_markdown, summarize_ratios
+from benchmarks.common import plot_results, write_payload
 
 
 def rerender(json_path: Path, baselines: Sequence[str] | None = None) -> None:
@@ -23,11 +23,7 @@ def rerender(json_path: Path, baselines: Sequence[str] | None = None) -> None:
         if missing:
             raise ValueError(f"baselines {missing} have no records in {json_path} (names there: {sorted(known)})")
         payload["baselines"] = list(baselines)
-    records = [Record.from_dict(r) for r in payload["records"]]
-    payload["ratios"] = compute_ratios(records, baselines=payload["baselines"], ours=payload["ours"])
-    payload["summary"] = summarize_ratios(payload["ratios"])
-    json_path.write_text(json.dumps(payload, indent=2, default=str) + "\n")
-    json_path.with_suffix(".md").write_text(render_markdown(payload))
+    write_payload(payload, json_path)
     plot_results(json_path)
 
 
