@@ -5,7 +5,7 @@ the static count per warp is the executed count per program and warp).
     python scripts/fftconv_sass_probe.py [--length 65536]
 
 Compare versions of the kernels with this script: fewer instructions per element at the same occupancy is
-what a latency-bound pass (``benchmarks/results/ncu_fftconv-h100.txt``) needs.
+what a latency-bound pass (``benchmarks/results/ncu_fftconv-h200.txt``) needs.
 """
 
 from __future__ import annotations
@@ -68,17 +68,21 @@ def families(ops: list[str]) -> dict[str, int]:
     return dict(out)
 
 
-def probe(name: str, kernel, ptr_types: dict[str, str], constexprs: dict, warps: int, elems: int) -> None:
+def probe(name: str, kernel, ptr_types: dict[str, str], meta: dict, elems: int) -> None:
+    """Compile ``kernel`` with the launcher's ``meta`` (constexprs plus ``num_warps`` / ``num_stages``) and print
+    its registers, spills and SASS mix per 32 of its ``elems`` complex elements."""
+    constexprs = dict(meta)
+    warps, stages = constexprs.pop("num_warps"), constexprs.pop("num_stages")
     sig = {}
     for arg in kernel.arg_names:
         if arg in constexprs:
             sig[arg] = "constexpr"
         else:
             sig[arg] = ptr_types.get(arg, "i32")
-    c = compile_sm90(kernel, sig, constexprs, warps, tr.NUM_STAGES)
+    c = compile_sm90(kernel, sig, constexprs, warps, stages)
     ops = sass(c.cubin)
     fam = families(ops)
-    per_elem = len(ops) * warps / elems
+    per_elem = len(ops) * warps / (elems / 32)
     print(f"{name:14s} warps={warps} regs={c.regs} spill={c.spill_bytes} sass={len(ops)} "
           f"({per_elem:.1f} warp-instr per 32 complex elements)")  # fmt: skip
     print("    " + ", ".join(f"{k} {v}" for k, v in sorted(fam.items(), key=lambda kv: -kv[1])))
@@ -95,16 +99,10 @@ def main() -> None:
     bf16 = {n: "*bf16" for n in ("S", "M", "X", "PRE", "GATE")}
     ptrs = {**fp32, **bf16}
     tile = plan.P1 * plan.P2 * plan.C
-    col_fwd = dict(HAS_M=False, **tr._col_meta(plan, prec, False))
-    col_fwd.pop("num_warps"), col_fwd.pop("num_stages")
-    probe("col_fwd", tr._col_fwd_kernel, ptrs, col_fwd, plan.col_warps, tile // 32)
-    col_inv = dict(HAS_PRE=False, HAS_GATE=False, HAS_SKIP=True, SAVE_Z=False, **tr._col_meta(plan, prec, True))
-    col_inv.pop("num_warps"), col_inv.pop("num_stages")
-    probe("col_inv_fwd", tr._col_inv_fwd_kernel, ptrs, col_inv, plan.col_warps, tile // 32)
-    row = dict(N2=plan.N2, PAIRED=True, **tr._row_meta(plan, prec))
-    warps = row.pop("num_warps")
-    row.pop("num_stages")
-    probe("row_fwd", tr._row_fwd_kernel, ptrs, row, warps, 2 * plan.N2 // 32)
+    probe("col_fwd", tr._col_fwd_kernel, ptrs, {"HAS_M": False, **tr._col_meta(plan, prec, False)}, tile)
+    flags = {"HAS_PRE": False, "HAS_GATE": False, "HAS_SKIP": True, "SAVE_Z": False}
+    probe("col_inv_fwd", tr._col_inv_fwd_kernel, ptrs, {**flags, **tr._col_meta(plan, prec, True)}, tile)
+    probe("row_fwd", tr._row_fwd_kernel, ptrs, {"N2": plan.N2, "PAIRED": True, **tr._row_meta(plan, prec)}, 2 * plan.N2)
 
 
 if __name__ == "__main__":
