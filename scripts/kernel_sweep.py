@@ -1,7 +1,8 @@
 """Tuning sweeps for the kernels on a GPU: time each candidate configuration of a kernel's knobs on
 one fixed shape and print one JSON line per candidate (plus per-kernel CUDA time breakdowns from
-``torch.profiler``: of the default configuration, and for fftconv of every candidate). The winners become the module defaults in
-``kernels/<op>/triton.py`` / ``tuning.py``; the benchmarks then measure them against the baselines.
+``torch.profiler``: of the default configuration, and for fftconv of every candidate). The winners become
+the module defaults in ``kernels/<op>/triton.py`` / ``tuning.py``; the benchmarks then measure them against
+the baselines.
 
     python scripts/kernel_sweep.py scan|flash|fftconv [--out FILE.jsonl]
 
